@@ -132,3 +132,92 @@ async def last_trade_ids(conn, symbols: Iterable[str]) -> dict[str, int]:
 async def write_feed_health(conn, rows: Sequence[tuple]) -> None:
     """Upsert one feed_health row per symbol (columns as in UPSERT_HEALTH_SQL)."""
     await conn.executemany(UPSERT_HEALTH_SQL, rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reads (psycopg2, for the dashboard and the alert evaluator)
+# ---------------------------------------------------------------------------------------------------
+BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap", "trade_count", "taker_buy_volume")
+TIMEFRAME_SECONDS = {"1s": 1, "5s": 5, "15s": 15, "1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+
+# 1-second bars straight from bars_1s; ts as epoch seconds (float8 parses far faster than timestamptz).
+READ_BARS_1S_SQL = """
+SELECT extract(epoch FROM ts)::float8, open, high, low, close, volume, quote_volume,
+       quote_volume / nullif(volume, 0), trade_count, taker_buy_volume
+FROM bars_1s WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts
+"""
+# Any larger timeframe resampled from the 1-second bars, labelled by bucket start (UTC).
+READ_BARS_RESAMPLED_SQL = """
+SELECT extract(epoch FROM bucket)::float8, open, high, low, close, volume, quote_volume,
+       quote_volume / nullif(volume, 0), trade_count, taker_buy_volume
+FROM (
+    SELECT date_bin(make_interval(secs => %(seconds)s), ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
+           (array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
+           (array_agg(close ORDER BY ts DESC))[1] AS close, sum(volume) AS volume,
+           sum(quote_volume) AS quote_volume, sum(trade_count) AS trade_count,
+           sum(taker_buy_volume) AS taker_buy_volume
+    FROM bars_1s WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(end)s
+    GROUP BY bucket
+) resampled ORDER BY bucket
+"""
+READ_TICKS_SQL = """
+SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks
+WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts, trade_id LIMIT %(limit)s
+"""
+READ_FEED_HEALTH_SQL = """
+SELECT symbol, source, connected, last_trade_ts, last_trade_id, lag_seconds, ticks_per_second, reconnects,
+       gaps_found, gaps_filled, trades_backfilled, malformed_frames, buffered_rows, commit_p99_seconds,
+       extract(epoch FROM now() - updated_at)::float8 AS health_age_seconds
+FROM feed_health ORDER BY symbol
+"""
+LATEST_BAR_SQL = "SELECT max(ts) FROM bars_1s WHERE symbol = %(symbol)s"
+
+
+def connect_sync(dsn: str):
+    """A psycopg2 connection in autocommit mode (reads need no transaction)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+def read_bars(conn, symbol: str, bar_seconds: int, start, end):
+    """Bars of `symbol` in [start, end): a DataFrame indexed by UTC bucket start, columns BAR_COLUMNS."""
+    import numpy as np
+    import pandas as pd
+
+    sql = READ_BARS_1S_SQL if bar_seconds == 1 else READ_BARS_RESAMPLED_SQL
+    with conn.cursor() as cur:
+        cur.execute(sql, {"symbol": symbol, "seconds": bar_seconds, "start": start, "end": end})
+        rows = cur.fetchall()
+    values = np.array(rows, dtype=float).reshape(-1, 1 + len(BAR_COLUMNS))
+    index = pd.DatetimeIndex(pd.to_datetime(values[:, 0], unit="s", utc=True), name="ts")
+    frame = pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
+    frame["trade_count"] = frame["trade_count"].astype("int64")
+    return frame
+
+
+def read_ticks(conn, symbol: str, start, end, limit: int = 100_000):
+    """Raw ticks of `symbol` in [start, end), oldest first, at most `limit` rows."""
+    import pandas as pd
+
+    with conn.cursor() as cur:
+        cur.execute(READ_TICKS_SQL, {"symbol": symbol, "start": start, "end": end, "limit": limit})
+        rows = cur.fetchall()
+    return pd.DataFrame(rows, columns=list(TICK_COLUMNS))
+
+
+def read_feed_health(conn):
+    """The ingester's feed health, one row per symbol, with the age of the row in seconds."""
+    import pandas as pd
+
+    with conn.cursor() as cur:
+        cur.execute(READ_FEED_HEALTH_SQL)
+        columns = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def latest_bar_time(conn, symbol: str):
+    """Start of the newest 1-second bar of `symbol`, or None."""
+    with conn.cursor() as cur:
+        cur.execute(LATEST_BAR_SQL, {"symbol": symbol})
+        return cur.fetchone()[0]

