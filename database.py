@@ -221,3 +221,206 @@ def latest_bar_time(conn, symbol: str):
     with conn.cursor() as cur:
         cur.execute(LATEST_BAR_SQL, {"symbol": symbol})
         return cur.fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alerts
+# (rules edited by the dashboard, state and events written by the evaluator `alerts.py`; every statement
+# takes its values as parameters, never as SQL text)
+# ---------------------------------------------------------------------------------------------------
+ALERT_RULE_FIELDS = ("name", "metric", "operator", "threshold", "symbol_a", "symbol_b", "timeframe", "window_bars",
+                     "hedge_method", "hysteresis", "cooldown_seconds", "webhook_url", "enabled")
+ALERT_RULE_COLUMNS = ("id", *ALERT_RULE_FIELDS, "version", "created_at", "updated_at")
+ALERT_EVENT_COLUMNS = ("id", "rule_id", "rule_version", "rule_name", "metric", "symbols", "operator", "observed_at",
+                       "fired_at", "value", "threshold", "message", "webhook_url", "webhook_status",
+                       "webhook_attempts", "webhook_error", "webhook_done_at")
+ALERT_EVALUATOR_LOCK_ID = 7_341_004  # pg_advisory_lock key: one alert evaluator at a time
+
+INSERT_ALERT_RULE_SQL = f"""
+INSERT INTO alert_rules ({", ".join(ALERT_RULE_FIELDS)})
+VALUES ({", ".join(f"%({f})s" for f in ALERT_RULE_FIELDS)}) RETURNING id
+"""
+UPDATE_ALERT_RULE_SQL = f"""
+UPDATE alert_rules SET {", ".join(f"{f} = %({f})s" for f in ALERT_RULE_FIELDS)},
+    version = version + 1, updated_at = now()
+WHERE id = %(id)s RETURNING id
+"""
+SET_ALERT_RULE_ENABLED_SQL = """
+UPDATE alert_rules SET enabled = %(enabled)s, version = version + 1, updated_at = now()
+WHERE id = %(id)s AND enabled IS DISTINCT FROM %(enabled)s RETURNING id
+"""
+ALERT_RULE_EXISTS_SQL = "SELECT 1 FROM alert_rules WHERE id = %(id)s"
+DELETE_ALERT_RULE_SQL = "DELETE FROM alert_rules WHERE id = %(id)s RETURNING id"
+SELECT_ALERT_RULES_SQL = f"""
+SELECT {", ".join(ALERT_RULE_COLUMNS)} FROM alert_rules
+WHERE (NOT %(enabled_only)s OR enabled) AND (%(id)s::bigint IS NULL OR id = %(id)s) ORDER BY id
+"""
+SELECT_ALERT_STATES_SQL = """
+SELECT rule_id, rule_version, armed, last_value, last_observed, last_fired FROM alert_state
+"""
+UPSERT_ALERT_STATE_SQL = """
+INSERT INTO alert_state AS s (rule_id, rule_version, armed, last_value, last_observed, last_fired, updated_at)
+SELECT id, %(rule_version)s, %(armed)s, %(last_value)s, %(last_observed)s, %(last_fired)s, now()
+FROM alert_rules WHERE id = %(rule_id)s
+ON CONFLICT (rule_id) DO UPDATE SET
+    rule_version = EXCLUDED.rule_version, armed = EXCLUDED.armed, last_value = EXCLUDED.last_value,
+    last_observed = EXCLUDED.last_observed, last_fired = EXCLUDED.last_fired, updated_at = now()
+"""
+# Only a rule that still exists, is enabled and has not been edited since it was read can fire.
+INSERT_ALERT_EVENT_SQL = """
+INSERT INTO alert_events (rule_id, rule_version, rule_name, metric, symbols, operator, observed_at, value,
+                          threshold, message, webhook_url, webhook_status)
+SELECT id, version, name, metric, symbol_a || coalesce('/' || symbol_b, ''), operator, %(observed_at)s,
+       %(value)s, threshold, %(message)s, webhook_url,
+       CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END
+FROM alert_rules WHERE id = %(rule_id)s AND version = %(rule_version)s AND enabled
+ON CONFLICT ON CONSTRAINT alert_events_once DO NOTHING
+RETURNING id
+"""
+SELECT_ALERT_EVENTS_SQL = f"""
+SELECT {", ".join(ALERT_EVENT_COLUMNS)} FROM alert_events
+WHERE (%(since)s::timestamptz IS NULL OR fired_at >= %(since)s)
+  AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s)
+  AND (%(rule_id)s::bigint IS NULL OR rule_id = %(rule_id)s)
+ORDER BY id DESC LIMIT %(limit)s
+"""
+PENDING_WEBHOOKS_SQL = f"""
+SELECT {", ".join(ALERT_EVENT_COLUMNS)} FROM alert_events WHERE webhook_status = 'pending' ORDER BY id
+"""
+SELECT_ALERT_EVENT_SQL = f"SELECT {', '.join(ALERT_EVENT_COLUMNS)} FROM alert_events WHERE id = %(id)s"
+UPDATE_WEBHOOK_STATUS_SQL = """
+UPDATE alert_events SET webhook_status = %(status)s, webhook_attempts = %(attempts)s, webhook_error = %(error)s,
+    webhook_done_at = CASE WHEN %(status)s = 'pending' THEN NULL ELSE clock_timestamp() END
+WHERE id = %(id)s
+"""
+# Newest 1-second bar per symbol (an index probe each): start, close, and the time of its last trade.
+LATEST_BARS_SQL = """
+SELECT s.symbol, b.ts, b.close, b.close_ts FROM unnest(%(symbols)s::text[]) AS s (symbol)
+LEFT JOIN LATERAL (SELECT ts, close, close_ts FROM bars_1s WHERE symbol = s.symbol ORDER BY ts DESC LIMIT 1) b
+    ON true
+"""
+ALERT_FEED_HEALTH_SQL = """
+SELECT symbol, lag_seconds, last_trade_ts, updated_at FROM feed_health WHERE symbol = ANY(%(symbols)s::text[])
+"""
+
+
+def _commit_unless_autocommit(conn) -> None:
+    if not conn.autocommit:
+        conn.commit()
+
+
+def _fetch_dicts(cur, columns: Sequence[str]) -> list[dict]:
+    return [dict(zip(columns, row)) for row in cur.fetchall()]
+
+
+def insert_alert_rule(conn, values: dict) -> int:
+    """Store a validated rule (keys ALERT_RULE_FIELDS); return its id."""
+    with conn.cursor() as cur:
+        cur.execute(INSERT_ALERT_RULE_SQL, {f: values[f] for f in ALERT_RULE_FIELDS})
+        rule_id = cur.fetchone()[0]
+    _commit_unless_autocommit(conn)
+    return rule_id
+
+
+def update_alert_rule(conn, rule_id: int, values: dict) -> bool:
+    """Replace a rule's fields and bump its version; False if there is no such rule."""
+    with conn.cursor() as cur:
+        cur.execute(UPDATE_ALERT_RULE_SQL, {"id": rule_id, **{f: values[f] for f in ALERT_RULE_FIELDS}})
+        found = cur.fetchone() is not None
+    _commit_unless_autocommit(conn)
+    return found
+
+
+def set_alert_rule_enabled(conn, rule_id: int, enabled: bool) -> bool:
+    """Enable or disable a rule (a change bumps its version); False if there is no such rule."""
+    with conn.cursor() as cur:
+        cur.execute(SET_ALERT_RULE_ENABLED_SQL, {"id": rule_id, "enabled": enabled})
+        found = cur.fetchone() is not None
+        if not found:
+            cur.execute(ALERT_RULE_EXISTS_SQL, {"id": rule_id})
+            found = cur.fetchone() is not None
+    _commit_unless_autocommit(conn)
+    return found
+
+
+def delete_alert_rule(conn, rule_id: int) -> bool:
+    """Delete a rule (its state goes with it, its events stay); False if there is no such rule."""
+    with conn.cursor() as cur:
+        cur.execute(DELETE_ALERT_RULE_SQL, {"id": rule_id})
+        found = cur.fetchone() is not None
+    _commit_unless_autocommit(conn)
+    return found
+
+
+def fetch_alert_rules(conn, enabled_only: bool = False, rule_id: int | None = None) -> list[dict]:
+    """Rules as dicts keyed by ALERT_RULE_COLUMNS, by id."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_ALERT_RULES_SQL, {"enabled_only": enabled_only, "id": rule_id})
+        return _fetch_dicts(cur, ALERT_RULE_COLUMNS)
+
+
+def fetch_alert_states(conn) -> dict[int, tuple]:
+    """rule_id -> (rule_version, armed, last_value, last_observed, last_fired)."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_ALERT_STATES_SQL)
+        return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+
+
+def save_alert_state(cur, rule_id: int, rule_version: int, armed: bool, last_value: float | None,
+                     last_observed, last_fired) -> None:
+    """Upsert one rule's evaluator state (inside the caller's transaction)."""
+    cur.execute(UPSERT_ALERT_STATE_SQL, {"rule_id": rule_id, "rule_version": rule_version, "armed": armed,
+                                         "last_value": last_value, "last_observed": last_observed,
+                                         "last_fired": last_fired})
+
+
+def insert_alert_event(cur, rule_id: int, rule_version: int, observed_at, value: float, message: str) -> int | None:
+    """Store an event (inside the caller's transaction); None if the rule was deleted, disabled or edited."""
+    cur.execute(INSERT_ALERT_EVENT_SQL, {"rule_id": rule_id, "rule_version": rule_version,
+                                         "observed_at": observed_at, "value": value, "message": message})
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def fetch_alert_events(conn, since=None, after_id: int | None = None, rule_id: int | None = None,
+                       limit: int = 500) -> list[dict]:
+    """Events, newest first, as dicts keyed by ALERT_EVENT_COLUMNS."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_ALERT_EVENTS_SQL, {"since": since, "after_id": after_id, "rule_id": rule_id,
+                                              "limit": limit})
+        return _fetch_dicts(cur, ALERT_EVENT_COLUMNS)
+
+
+def fetch_alert_event(conn, event_id: int) -> dict | None:
+    """One event as a dict, or None."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_ALERT_EVENT_SQL, {"id": event_id})
+        rows = _fetch_dicts(cur, ALERT_EVENT_COLUMNS)
+    return rows[0] if rows else None
+
+
+def fetch_pending_webhooks(conn) -> list[dict]:
+    """Events whose webhook is not delivered or given up yet, oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(PENDING_WEBHOOKS_SQL)
+        return _fetch_dicts(cur, ALERT_EVENT_COLUMNS)
+
+
+def set_webhook_status(conn, event_id: int, status: str, attempts: int, error: str | None) -> None:
+    """Record a webhook delivery outcome on its event."""
+    with conn.cursor() as cur:
+        cur.execute(UPDATE_WEBHOOK_STATUS_SQL, {"id": event_id, "status": status, "attempts": attempts,
+                                                "error": error})
+    _commit_unless_autocommit(conn)
+
+
+def latest_bars(cur, symbols: Sequence[str]) -> dict[str, tuple]:
+    """symbol -> (start of newest 1-second bar, its close, time of its last trade); (None, None, None) if none."""
+    cur.execute(LATEST_BARS_SQL, {"symbols": list(symbols)})
+    return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+
+
+def alert_feed_health(cur, symbols: Sequence[str]) -> dict[str, tuple]:
+    """symbol -> (lag_seconds, last_trade_ts, updated_at) from feed_health."""
+    cur.execute(ALERT_FEED_HEALTH_SQL, {"symbols": list(symbols)})
+    return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
