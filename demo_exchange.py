@@ -48,6 +48,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,16 @@ def encode_trade_frame(symbol: str, trade: Trade, event_ms: int) -> bytes:
         f'{{"stream":"{symbol.lower()}@trade","data":{{"e":"trade","E":{event_ms},"s":"{symbol}",'
         f'"t":{trade.id},"p":"{trade.price}","q":"{trade.qty}","T":{trade.time},"m":{maker},"M":true}}}}'
     ).encode()
+
+
+def wire_text_frame(payload: bytes) -> bytes:
+    """Serialise a payload as one unmasked, unfragmented server-to-client WebSocket text frame (RFC 6455)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
 def now_ms() -> int:
@@ -390,8 +401,12 @@ class _Client:
         self.wake = asyncio.Event()
         self.connected_at = time.monotonic()
 
-    def enqueue(self, frames: list[bytes]) -> None:
-        """Queue frames for the writer task."""
+    def enqueue(self, payloads: list[bytes]) -> None:
+        """Queue text-frame payloads for the writer task."""
+        self.enqueue_wire([wire_text_frame(p) for p in payloads])
+
+    def enqueue_wire(self, frames: list[bytes]) -> None:
+        """Queue already-framed WebSocket text frames for the writer task."""
         if frames:
             self.pending.append(frames)
             self.pending_frames += len(frames)
@@ -828,12 +843,12 @@ class DemoExchange:
                 continue
             self._recent[stream].append(frame)
             self._recent_all.append((stream, frame))
-            out.append((stream, frame))
+            out.append((stream, wire_text_frame(frame)))
         if not out:
             return
         for client in list(self._clients):
             streams = client.streams
-            client.enqueue([f for s, f in out if s in streams])
+            client.enqueue_wire([f for s, f in out if s in streams])
             if client.pending_frames > MAX_PENDING_FRAMES and self.speed != 0:
                 logger.warning("disconnecting slow client %s (%d frames queued)",
                                client.ws.remote_address, client.pending_frames)
@@ -1004,10 +1019,10 @@ class DemoExchange:
                 client.pending_frames -= len(batch)
                 for k in range(0, len(batch), SEND_CHUNK_FRAMES):
                     chunk = batch[k: k + SEND_CHUNK_FRAMES]
-                    await _send_text_frames(ws, chunk)
+                    await _send_wire_frames(ws, chunk)
                     self.frames_sent += len(chunk)
                 self._drained.set()
-        except ConnectionClosed:
+        except (ConnectionClosed, ConnectionError):
             pass
 
     def _on_message(self, client: _Client, message: str | bytes) -> None:
@@ -1170,16 +1185,16 @@ def _json_response(status: int, body: Any, headers: dict[str, str] | None = None
     return Response(status, http.HTTPStatus(status).phrase, all_headers, payload)
 
 
-async def _send_text_frames(ws: ServerConnection, frames: list[bytes]) -> None:
-    """Send UTF-8 byte strings as text frames, batching the socket write when websockets allows it."""
-    send_context = getattr(ws, "send_context", None)
-    if send_context is None or ws.send_in_progress is not None:
-        for frame in frames:
-            await ws.send(frame, text=True)
-        return
-    async with send_context():
-        for frame in frames:
-            ws.protocol.send_text(frame)
+async def _send_wire_frames(ws: ServerConnection, frames: list[bytes]) -> None:
+    """Write pre-framed text frames in one transport write, then honour websockets' flow control.
+
+    Bypassing ``ws.send`` per frame is what makes >40k frames/s possible; it is safe because every data
+    frame of a connection goes through this one writer task and each write holds whole frames.
+    """
+    if ws.protocol.state is not State.OPEN:
+        raise ConnectionClosed(None, None)
+    ws.transport.write(b"".join(frames))
+    await ws.drain()
 
 
 # --------------------------------------------------------------------------------------------------
