@@ -66,8 +66,8 @@ DEFAULT_HOST = "127.0.0.1"
 PAIR_X = "BTCUSDT"
 PAIR_Y = "ETHUSDT"
 HEDGE_RATIO = 1.2  # beta of log(ETHUSDT) on log(BTCUSDT)
-HALF_LIFE_SECONDS = 120.0  # half-life of the OU spread s, in seconds (i.e. 120 one-second bars)
-SPREAD_STD = 0.0008  # stationary standard deviation of s (log units, i.e. ~8 bp)
+HALF_LIFE_SECONDS = 60.0  # half-life of the OU spread s, in seconds (i.e. 60 one-second bars)
+SPREAD_STD = 0.0015  # stationary standard deviation of s (log units, i.e. ~15 bp)
 MARKET_VOL_PER_SQRT_SECOND = 2e-4  # common-factor log-price volatility per sqrt(second)
 LATENT_STEP_SECONDS = 0.1  # the latent (efficient) log prices evolve on this grid
 
