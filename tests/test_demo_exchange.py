@@ -143,10 +143,8 @@ def test_subscribe_unsubscribe_and_list(make_exchange: Callable[..., dx.DemoExch
             assert listing == {"result": ["btcusdt@trade", "bnbusdt@trade", "bnbusdt@bookTicker"], "id": 2}
             await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@trade"], "id": 3}))
             assert (await recv_frames(ws, 1, lambda f: "id" in f))[0][1] == {"result": None, "id": 3}
-            after = await recv_frames(ws, 1, lambda f: "id" in f or f.get("stream") == "bnbusdt@trade")
-            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 4}))
-            later = await recv_frames(ws, 200, lambda f: True)
-            assert after and all(f.get("stream") != "btcusdt@trade" for _, f in later[1:])
+            later = await recv_frames(ws, 100)
+            assert all(f.get("stream") == "bnbusdt@trade" for _, f in later)
 
     asyncio.run(run())
 
@@ -391,7 +389,7 @@ def test_replay_forwards_capture_byte_for_byte(make_exchange: Callable[..., dx.D
     paths = sorted(CAPTURE_DIR.glob("*.gz"))
     expected = capture_trade_frames(paths)
     exchange = make_exchange(replay_paths=paths, speed=0, start_paused=True)
-    assert exchange.symbols == ["BTCUSDT", "ETHUSDT"] or sorted(exchange.symbols) == ["BTCUSDT", "ETHUSDT"]
+    assert sorted(exchange.symbols) == ["BTCUSDT", "ETHUSDT"]
 
     async def run() -> list[str]:
         async with ws_connect(stream_url(exchange, "btcusdt@trade", "ethusdt@trade")) as ws:
