@@ -1,0 +1,699 @@
+"""Pair-trading dashboard (Dash): `python app.py` or `gunicorn app:server -w 4`.
+
+Map of this file:
+  DataSource  - per-process lazy DB pool + the analytics cache (one computation per view and bar)
+  layout      - header ticker, controls, panels (ids are the callbacks' contract)
+  callbacks   - sync_url (URL <-> controls -> `view` store), tick (1 s: ticker, feed health, bar clock),
+                refresh (view change: whole figures; bar close: Patch of trace arrays), run_adf, download
+Figures live in figures.py, URL parameters and CSV in exports.py, every number in analytics.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
+
+import dash_ag_grid as dag
+import numpy as np
+import pandas as pd
+import psycopg2
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from psycopg2.pool import ThreadedConnectionPool
+
+import analytics
+import database
+import exports
+import figures
+from exports import LOOKBACKS, PRICE_MODES, REGRESSIONS, View
+from settings import configure_logging, load_settings_or_exit
+
+log = logging.getLogger("dashboard")
+
+TICK_MS = 1_000                    # header ticker / feed health / bar clock refresh
+STALE_SECONDS = 10.0               # last tick older than this -> visible warning
+CACHE_ENTRIES = 64                 # analytics results kept per process (LRU)
+POOL_MAX_CONNECTIONS = 8
+ONE_BAR = timedelta(seconds=1)     # bars_1s resolution: end of window = newest bar start + 1 s
+TICKS_EXPORT_LIMIT = 200_000
+STATS_TABLE_ROWS_PER_KEY = 1       # on-screen stats table: the latest bucket per symbol and interval
+GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "responsive": True,
+                "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+CONTROL_FIELDS = exports.view_fields()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: connection pool per process (created after gunicorn forks) and the analytics cache
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class ViewData:
+    """Everything the panels of one view show, computed once per (view, newest bar)."""
+
+    view: View
+    anchor: datetime | None                       # newest 1 s bar of A/B: the window ends here
+    bars: dict[str, pd.DataFrame]                 # symbol -> bars of the window (A, B and the others)
+    pair: analytics.PairAnalytics
+    corr_all: pd.DataFrame | None                 # returns correlation of all symbols
+    computed_at: float = field(default_factory=time.time)
+    compute_ms: float = 0.0
+
+
+class DataSource:
+    """Lazy per-process DB access plus an LRU cache of analytics shared by every tab of the process."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self._pool: ThreadedConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple, ViewData] = OrderedDict()
+        self._latest: dict[tuple, ViewData] = {}  # view key -> newest result (the ticker needs no fresh one)
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    # -- connections --------------------------------------------------------------------------------
+    def _get_pool(self) -> ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                dsn = database.ensure_database(self.settings)
+                self._pool = ThreadedConnectionPool(1, POOL_MAX_CONNECTIONS, dsn)
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled autocommit connection; a broken one is discarded."""
+        pool = self._get_pool()
+        conn = pool.getconn()
+        conn.autocommit = True
+        broken = False
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            pool.putconn(conn, close=broken or bool(conn.closed))
+
+    # -- reads (exports.ExportSource) -----------------------------------------------------------------
+    def symbols(self) -> tuple[str, ...]:
+        """The ingested symbols."""
+        return self.settings.symbols
+
+    def latest_time(self, symbols: tuple[str, ...]) -> datetime | None:
+        """Start of the newest 1 s bar among `symbols`."""
+        with self.connection() as conn:
+            times = [database.latest_bar_time(conn, s) for s in symbols]
+        times = [t for t in times if t is not None]
+        return max(times) if times else None
+
+    def bars(self, symbol: str, tf: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Bars of one symbol in [start, end)."""
+        with self.connection() as conn:
+            return database.read_bars(conn, symbol, database.TIMEFRAME_SECONDS[tf], start, end)
+
+    def ticks(self, symbol: str, start: datetime, end: datetime, limit: int) -> pd.DataFrame:
+        """Raw ticks of one symbol in [start, end)."""
+        with self.connection() as conn:
+            return database.read_ticks(conn, symbol, start, end, limit)
+
+    def last_prices(self, symbols: tuple[str, ...]) -> dict[str, tuple[datetime, float]]:
+        """symbol -> (newest 1 s bar start, its close)."""
+        out: dict[str, tuple[datetime, float]] = {}
+        with self.connection() as conn:
+            for symbol in symbols:
+                ts = database.latest_bar_time(conn, symbol)
+                if ts is not None:
+                    bars = database.read_bars(conn, symbol, 1, ts, ts + ONE_BAR)
+                    if len(bars):
+                        out[symbol] = (ts, float(bars["close"].iloc[-1]))
+        return out
+
+    def health(self) -> pd.DataFrame:
+        """The ingester's feed_health rows."""
+        with self.connection() as conn:
+            return database.read_feed_health(conn)
+
+    def alerts(self) -> pd.DataFrame:
+        """Alert events for the alerts panel / CSV (placeholder until alerts.py is wired)."""
+        return exports.empty_alerts_frame()
+
+    def pair(self, view: View) -> analytics.PairAnalytics:
+        """Pair analytics of a view (cached)."""
+        return self.view_data(view).pair
+
+    # -- analytics cache ------------------------------------------------------------------------------
+    def view_data(self, view: View) -> ViewData:
+        """ViewData for the newest bar: computed once per (view, newest bar) per process."""
+        anchor = self.latest_time((view.a, view.b))
+        key = (view.key(), anchor)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # concurrent tabs asking for the same view wait for one computation
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit is None:
+                hit = self._compute(view, anchor)
+                with self._lock:
+                    self._cache[key] = hit
+                    self._latest[view.key()] = hit
+                    while len(self._cache) > CACHE_ENTRIES:
+                        old_key, _ = self._cache.popitem(last=False)
+                        self._key_locks.pop(old_key, None)
+        return hit
+
+    def latest_view_data(self, view: View) -> ViewData | None:
+        """The newest cached result for a view, without computing (for the 1 s ticker)."""
+        with self._lock:
+            return self._latest.get(view.key())
+
+    def _compute(self, view: View, anchor: datetime | None) -> ViewData:
+        started = time.perf_counter()
+        end = (anchor or datetime.now(timezone.utc)) + ONE_BAR
+        start = end - timedelta(seconds=view.lookback)
+        with self.connection() as conn:
+            bars = {s: database.read_bars(conn, s, view.bar_seconds, start, end) for s in self.symbols()}
+        pair = analytics.full_pair_analytics(bars[view.a], bars[view.b], pair_params(view))
+        closes = {s: frame["close"] for s, frame in bars.items() if len(frame)}
+        corr_all = None
+        if len(closes) >= 2 and min(len(c) for c in closes.values()) >= analytics.MIN_BARS_CORRELATION:
+            corr_all = analytics.return_correlation_matrix(closes, view.bar_seconds)
+        elapsed = (time.perf_counter() - started) * 1000
+        log.debug("computed %s %s-%s in %.0f ms", view.tf, view.a, view.b, elapsed)
+        return ViewData(view, anchor, bars, pair, corr_all, compute_ms=elapsed)
+
+
+def pair_params(view: View) -> analytics.PairParams:
+    """View -> analytics.PairParams."""
+    return analytics.PairParams(
+        bar_seconds=view.bar_seconds, window=view.window, regression=view.regression,
+        use_log_prices=view.price == "log", entry_z=view.entry, exit_z=view.exit, stop_z=view.stop or None,
+        fee_bps=view.fees, min_volume=view.minvol, min_trades=view.mintrades, symbol_a=view.a, symbol_b=view.b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting helpers (pure)
+# ---------------------------------------------------------------------------------------------------
+def fmt(value: Any, digits: int = 4) -> str:
+    """Number -> short text; None/NaN -> an em dash."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return f"{float(value):,.{digits}g}" if abs(float(value)) < 1e-3 else f"{float(value):,.{digits}f}"
+
+
+def grid_rows(frame: pd.DataFrame, index_name: str | None = None) -> tuple[list[dict], list[dict]]:
+    """DataFrame -> (AG Grid rowData, columnDefs) with ISO times and rounded floats."""
+    if index_name is not None:
+        frame = frame.reset_index(names=index_name)
+    frame = frame.copy()
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            frame[column] = series.dt.strftime("%Y-%m-%d %H:%M:%S")
+        elif pd.api.types.is_float_dtype(series):
+            frame[column] = series.map(lambda v: None if not np.isfinite(v) else float(f"{v:.6g}"))
+        elif series.dtype == object:
+            frame[column] = series.map(lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, datetime) else v)
+    column_defs = [{"field": str(c), "headerName": str(c)} for c in frame.columns]
+    return frame.astype(object).where(frame.notna(), None).to_dict("records"), column_defs
+
+
+def readiness_text(readiness: analytics.Readiness | None) -> str:
+    """'' when ready, else 'collecting data: n / N bars'."""
+    return "" if readiness is None or readiness.ready else readiness.message()
+
+
+def stats_table(pair: analytics.PairAnalytics) -> pd.DataFrame:
+    """On-screen per-interval stats: the newest bucket of each symbol and interval."""
+    table = exports.stats_frame(pair.price_stats)
+    if table.empty:
+        return table
+    return table.groupby(["symbol", "interval_s"], sort=False).tail(STATS_TABLE_ROWS_PER_KEY)
+
+
+def metric_rows(pair: analytics.PairAnalytics) -> list[tuple[str, str, str]]:
+    """(name, value, readiness) rows of the statistical-tests panel."""
+    rd = pair.readiness
+    fit = pair.static_fit
+    rows = [
+        ("β (static, " + (fit.method if fit else "—") + ")", fmt(fit.beta if fit else None), readiness_text(rd["static_fit"])),
+        ("ADF stat / p", f"{fmt(pair.adf.statistic, 3)} / {fmt(pair.adf.pvalue, 3)}" if pair.adf else "—",
+         readiness_text(rd["adf"])),
+        ("Coint A~B p", fmt(pair.coint_ab.pvalue, 3) if pair.coint_ab else "—", readiness_text(rd["coint"])),
+        ("Coint B~A p", fmt(pair.coint_ba.pvalue, 3) if pair.coint_ba else "—", readiness_text(rd["coint"])),
+        ("Half-life (bars)", fmt(pair.half_life, 1), readiness_text(rd["half_life"])),
+        ("Hurst", fmt(pair.hurst, 3), readiness_text(rd["hurst"])),
+        ("Return corr", fmt(pair.correlation, 3), readiness_text(rd["correlation"])),
+    ]
+    return rows
+
+
+def backtest_rows(pair: analytics.PairAnalytics) -> list[tuple[str, str, str]]:
+    """(name, value, readiness) rows of the backtest summary."""
+    bt = pair.backtest
+    ready = readiness_text(pair.readiness["backtest"])
+    if bt is None:
+        return [("Backtest", "—", ready)]
+    return [("Trades (closed)", fmt(bt.n_trades), ""), ("Total PnL", fmt(bt.total_pnl), ""),
+            ("Return", f"{bt.total_return * 100:.3f} %", ""), ("Sharpe (ann.)", fmt(bt.sharpe, 2), ""),
+            ("Max drawdown", f"{bt.max_drawdown * 100:.3f} %", ""),
+            ("Win rate", "—" if not np.isfinite(bt.win_rate) else f"{bt.win_rate * 100:.1f} %", "")]
+
+
+def kv_table(rows: list[tuple[str, str, str]]) -> html.Table:
+    """A dense two-column key/value table with a readiness note per row."""
+    return html.Table(className="kv", children=[
+        html.Tr([html.Td(name), html.Td(value, className="num"),
+                 html.Td(note, className="collecting") if note else html.Td()]) for name, value, note in rows])
+
+
+# ---------------------------------------------------------------------------------------------------
+# App + layout
+# ---------------------------------------------------------------------------------------------------
+settings = load_settings_or_exit()
+configure_logging(settings.log_level)
+source = DataSource(settings)
+DEFAULT_VIEW = exports.default_view(settings.symbols)
+
+CSS = """
+:root{--bg:#131722;--panel:#1a1e2b;--line:#2a2e39;--text:#d1d4dc;--muted:#787b86;--up:#26a69a;--down:#ef5350;--accent:#2962ff}
+*{box-sizing:border-box}
+html,body{margin:0;background:var(--bg);color:var(--text);font:12px/1.35 -apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif}
+a{color:#5b8cff}
+.topbar{display:flex;align-items:center;gap:14px;padding:4px 10px;border-bottom:1px solid var(--line);background:#0f121a;position:sticky;top:0;z-index:20;flex-wrap:wrap}
+.brand{font-weight:700;letter-spacing:.08em;color:#fff}
+.badge{padding:1px 6px;border-radius:3px;font-size:10px;font-weight:700}
+.badge.demo{background:#ff9800;color:#000}.badge.live{background:var(--up);color:#000}.badge.stale{background:var(--down);color:#fff}
+.tick{display:flex;gap:14px;flex-wrap:wrap;font-variant-numeric:tabular-nums}
+.tick .item{display:flex;flex-direction:column;line-height:1.15}.tick .lab{color:var(--muted);font-size:10px}.tick .val{font-size:13px;font-weight:600}
+.pos{color:var(--up)}.neg{color:var(--down)}
+.controls{display:flex;flex-wrap:wrap;gap:6px 10px;padding:6px 10px;border-bottom:1px solid var(--line);align-items:flex-end}
+.ctl{display:flex;flex-direction:column;gap:2px}.ctl label{color:var(--muted);font-size:10px;text-transform:uppercase}
+.ctl input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:3px;height:30px;padding:0 6px;width:74px;font-size:12px}
+.ctl .dd{width:128px}.ctl .dd.wide{width:150px}
+.btn{background:var(--accent);color:#fff;border:0;border-radius:3px;height:24px;padding:0 10px;cursor:pointer;font-size:11px}
+.btn.small{height:20px;padding:0 6px;background:#2a2e39;color:var(--text)}
+.btn:hover{filter:brightness(1.2)}
+.notice{background:#3b2f0b;color:#ffcc80;padding:3px 10px;border-bottom:1px solid var(--line)}
+.notice:empty,.stale-banner:empty{display:none}
+.stale-banner{background:#4a1515;color:#ffb4b4;padding:3px 10px;font-weight:600;border-bottom:1px solid var(--line)}
+.main{display:grid;grid-template-columns:minmax(0,2.2fr) minmax(0,1fr);gap:6px;padding:6px}
+.col{display:flex;flex-direction:column;gap:6px;min-width:0}
+.row2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:6px}
+.row3{display:grid;grid-template-columns:minmax(0,1.2fr) minmax(0,1.3fr) minmax(0,1fr);gap:6px;padding:0 6px 6px}
+.panel{background:var(--panel);border:1px solid var(--line);border-radius:4px;padding:4px 6px;min-width:0}
+.ph{display:flex;align-items:center;gap:8px;margin-bottom:2px;min-height:20px}
+.ph .title{font-weight:600;color:#fff;font-size:12px}.ph .grow{flex:1}
+.collecting{color:#ffb74d;font-size:11px}
+.kv{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}.kv td{padding:2px 4px;border-bottom:1px solid var(--line)}.kv td.num{text-align:right;font-weight:600}
+.g-candles{height:300px}.g-pair{height:560px}.g-small{height:210px}.g-equity{height:170px}
+.grid{height:220px}
+.adf{font-size:11px;color:var(--text);margin-top:4px}
+@media (min-width:2200px){.g-candles{height:420px}.g-pair{height:820px}.g-small{height:300px}.grid{height:320px}}
+@media (max-width:1200px){.main{grid-template-columns:minmax(0,1fr)}.row3{grid-template-columns:minmax(0,1fr)}}
+"""
+
+INDEX_STRING = """<!DOCTYPE html>
+<html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>""" + CSS + """</style></head>
+<body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"""
+
+GRID_THEME = {"function": ("themeBalham.withParams({backgroundColor: '#1a1e2b', foregroundColor: '#d1d4dc', "
+                           "headerBackgroundColor: '#131722', borderColor: '#2a2e39', accentColor: '#2962ff', "
+                           "fontSize: 11, rowHeight: 22, headerHeight: 24, oddRowBackgroundColor: '#181c27'})")}
+
+
+def grid(grid_id: str) -> dag.AgGrid:
+    """A dense dark AG Grid."""
+    return dag.AgGrid(id=grid_id, rowData=[], columnDefs=[], className="grid",
+                      defaultColDef={"resizable": True, "sortable": True, "filter": True, "minWidth": 70, "flex": 1},
+                      dashGridOptions={"theme": GRID_THEME, "animateRows": False, "suppressCellFocus": True},
+                      style={"height": None})
+
+
+def panel(title: str, body: list, panel_id: str, downloads: tuple[tuple[str, str], ...] = ()) -> html.Div:
+    """A titled panel with a readiness note and CSV buttons (button id, label) beside the title."""
+    buttons = [html.Button(label, id=f"dl-{key}", className="btn small", title=f"Download {label}") for key, label in downloads]
+    return html.Div(className="panel", id=f"panel-{panel_id}", children=[
+        html.Div(className="ph", children=[html.Span(title, className="title"),
+                                           html.Span(id=f"ready-{panel_id}", className="collecting"),
+                                           html.Span(className="grow"), *buttons]),
+        *body])
+
+
+def graph(graph_id: str, figure, css: str) -> dcc.Graph:
+    """A graph with the shared config."""
+    return dcc.Graph(id=graph_id, figure=figure, className=css, config=GRAPH_CONFIG, style={"height": None})
+
+
+def control(label: str, component) -> html.Div:
+    """A labelled control."""
+    return html.Div(className="ctl", children=[html.Label(label), component])
+
+
+def number(field_name: str, step: float, low: float, high: float) -> dcc.Input:
+    """A numeric input bound to a View field (debounced: updates on Enter/blur)."""
+    return dcc.Input(id=f"ctl-{field_name}", type="number", step=step, min=low, max=high, debounce=True,
+                     value=getattr(DEFAULT_VIEW, field_name))
+
+
+def dropdown(field_name: str, options: list[dict], css: str = "dd", searchable: bool = False) -> dcc.Dropdown:
+    """A dropdown bound to a View field."""
+    return dcc.Dropdown(id=f"ctl-{field_name}", options=options, value=getattr(DEFAULT_VIEW, field_name),
+                        clearable=False, searchable=searchable, className=css)
+
+
+def empty_figures() -> dict[str, Any]:
+    """Placeholder figures with the full trace structure (so Patch updates always have their targets)."""
+    empty_bars = pd.DataFrame(columns=list(database.BAR_COLUMNS), index=pd.DatetimeIndex([], tz="UTC"))
+    empty_series = pd.DataFrame(columns=["price_a", "price_b", "spread", "zscore", "rolling_corr"])
+    return {
+        "candles-a": figures.candles_figure("A", empty_bars),
+        "candles-b": figures.candles_figure("B", empty_bars),
+        "pair": figures.pair_figure(empty_series, DEFAULT_VIEW.window, DEFAULT_VIEW.entry, DEFAULT_VIEW.exit,
+                                    DEFAULT_VIEW.stop, None, "A", "B"),
+        "heatmap": figures.heatmap_figure(None),
+        "leadlag": figures.lead_lag_figure(None),
+        "equity": figures.equity_figure(None),
+    }
+
+
+def build_layout() -> html.Div:
+    """The whole page."""
+    symbols = [{"label": s, "value": s} for s in settings.symbols]
+    blank = empty_figures()
+    badge = html.Span("DEMO", className="badge demo", id="demo-badge") if settings.demo else html.Span()
+    controls = html.Div(className="controls", children=[
+        control("Symbol A", dropdown("a", symbols, "dd wide", searchable=True)),
+        control("Symbol B", dropdown("b", symbols, "dd wide", searchable=True)),
+        control("Timeframe", dropdown("tf", [{"label": t, "value": t} for t in database.TIMEFRAME_SECONDS])),
+        control("Lookback", dropdown("lookback", [{"label": k, "value": v} for k, v in LOOKBACKS.items()])),
+        control("Window (bars)", number("window", 1, *exports.WINDOW_RANGE)),
+        control("Regression", dropdown("regression", [{"label": v, "value": k} for k, v in REGRESSIONS.items()], "dd wide")),
+        control("Prices", dropdown("price", [{"label": v, "value": k} for k, v in PRICE_MODES.items()])),
+        control("Entry z", number("entry", 0.1, *exports.ENTRY_RANGE)),
+        control("Exit z", number("exit", 0.1, *exports.EXIT_RANGE)),
+        control("Stop z (0=off)", number("stop", 0.5, *exports.STOP_RANGE)),
+        control("Fees (bps)", number("fees", 0.5, *exports.FEES_RANGE)),
+        control("Min volume", number("minvol", "any", *exports.MIN_VOLUME_RANGE)),
+        control("Min trades", number("mintrades", 1, *exports.MIN_TRADES_RANGE)),
+    ])
+    return html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="view"),
+        dcc.Store(id="bar-key"),
+        dcc.Interval(id="tick", interval=TICK_MS),
+        dcc.Download(id="download"),
+        html.Div(className="topbar", children=[
+            html.Span("PAIRDESK", className="brand"), badge,
+            html.Span(id="feed-badge", className="badge live", children="…"),
+            html.Div(id="ticker", className="tick"),
+        ]),
+        html.Div(id="notice", className="notice"),
+        html.Div(id="stale-banner", className="stale-banner"),
+        controls,
+        html.Div(className="main", children=[
+            html.Div(className="col", children=[
+                html.Div(className="row2", children=[
+                    panel("Candles A", [graph("candles-a", blank["candles-a"], "g-candles")], "candles-a",
+                          (("bars-a", "CSV"), ("ticks-a", "Ticks"))),
+                    panel("Candles B", [graph("candles-b", blank["candles-b"], "g-candles")], "candles-b",
+                          (("bars-b", "CSV"), ("ticks-b", "Ticks"))),
+                ]),
+                panel("Pair: normalised prices · spread & band · z-score & trades · rolling correlation",
+                      [graph("pair", blank["pair"], "g-pair")], "pair", (("pair", "CSV"),)),
+            ]),
+            html.Div(className="col", children=[
+                panel("Statistical tests", [html.Div(id="metrics"),
+                                            html.Div(className="ph", children=[
+                                                html.Button("Run ADF", id="run-adf", className="btn"),
+                                                dcc.Dropdown(id="adf-regression", className="dd", clearable=False,
+                                                             value="c", options=[{"label": f"ADF trend: {r}", "value": r}
+                                                                                 for r in ("c", "ct", "n")])]),
+                                            html.Div(id="adf-result", className="adf")], "tests"),
+                panel("Backtest", [html.Div(id="backtest-summary"), graph("equity", blank["equity"], "g-equity")],
+                      "backtest", (("equity", "CSV"),)),
+                panel("Return correlation (all symbols)", [graph("heatmap", blank["heatmap"], "g-small")], "heatmap"),
+                panel("Lead-lag (A vs B returns)", [graph("leadlag", blank["leadlag"], "g-small")], "leadlag"),
+                panel("Feed health", [grid("health-grid")], "health"),
+            ]),
+        ]),
+        html.Div(className="row3", children=[
+            panel("Per-interval stats (latest bucket)", [grid("stats-grid")], "stats", (("stats", "CSV"),)),
+            panel("Backtest trades", [grid("trades-grid")], "trades", (("trades", "CSV"),)),
+            panel("Alerts (placeholder: wired by alerts.py)", [html.Div(id="alerts-note", className="collecting",
+                  children="alerts module not wired yet"), grid("alerts-grid")], "alerts", (("alerts", "CSV"),)),
+        ]),
+        html.Div(className="controls", children=[html.Span("Stable CSV URLs:"), html.Div(id="export-links")]),
+    ])
+
+
+app = Dash(__name__, title="Pair analytics", update_title=None, compress=False, assets_ignore=".*")
+app.index_string = INDEX_STRING
+app.layout = build_layout
+server = app.server
+exports.register_routes(server, source)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Callbacks (thin: parse, query/compute via DataSource, build with figures/exports)
+# ---------------------------------------------------------------------------------------------------
+CONTROL_OUTPUTS = [Output(f"ctl-{name}", "value") for name in CONTROL_FIELDS]
+CONTROL_INPUTS = [Input(f"ctl-{name}", "value") for name in CONTROL_FIELDS]
+
+
+@app.callback(*CONTROL_OUTPUTS, Output("url", "search"), Output("view", "data"), Output("notice", "children"),
+              Input("url", "search"), *CONTROL_INPUTS)
+def sync_url(search: str | None, *values: Any) -> tuple:
+    """URL -> controls on load/navigation; controls -> URL on edits. Bad values fall back with a notice."""
+    from urllib.parse import parse_qsl
+
+    from_url = ctx.triggered_id in (None, "url")
+    if from_url:
+        args = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
+    else:
+        args = {name: "" if value is None else str(value) for name, value in zip(CONTROL_FIELDS, values)}
+    view, notices = exports.parse_view(args, settings.symbols)
+    control_values = [getattr(view, name) for name in CONTROL_FIELDS]
+    changed = [v if (from_url or notices) else no_update for v in control_values]
+    query = view.query()
+    notice = "Ignored: " + "; ".join(notices) if notices else ""
+    return (*changed, query if query != (search or "") else no_update, asdict(view), notice)
+
+
+def ticker_items(view: View, prices: dict[str, tuple[datetime, float]], data: ViewData | None) -> list:
+    """Header ticker: last price and change of A and B, live spread, z and beta."""
+    items = []
+    for symbol, column in ((view.a, "price_a"), (view.b, "price_b")):
+        last = prices.get(symbol, (None, np.nan))[1]
+        first = np.nan
+        if data is not None and len(data.pair.series):
+            first = float(data.pair.series[column].iloc[0])
+        change = (last / first - 1) * 100 if np.isfinite(first) and first else np.nan
+        items.append(html.Div(className="item", children=[
+            html.Span(symbol, className="lab"),
+            html.Span([fmt(last, 2), " ", html.Span(f"{change:+.2f}%" if np.isfinite(change) else "",
+                                                   className="pos" if change >= 0 else "neg")], className="val",
+                      id=f"last-{'a' if column == 'price_a' else 'b'}")]))
+    spread, z, beta = live_signal(view, prices, data)
+    for label, value, digits, item_id in (("spread", spread, 5, "live-spread"), ("z", z, 2, "live-z"),
+                                          ("β", beta, 4, "live-beta")):
+        items.append(html.Div(className="item", children=[html.Span(label, className="lab"),
+                                                          html.Span(fmt(value, digits), className="val", id=item_id)]))
+    return items
+
+
+def live_signal(view: View, prices: dict, data: ViewData | None) -> tuple[float, float, float]:
+    """Spread and z at the live prices with the newest bar's beta/alpha and the last window's mean/std."""
+    if data is None or view.a not in prices or view.b not in prices or not len(data.pair.series):
+        return np.nan, np.nan, np.nan
+    series = data.pair.series
+    beta, alpha = float(series["beta"].iloc[-1]), float(series["alpha"].iloc[-1])
+    transform = np.log if view.price == "log" else float
+    spread = float(transform(prices[view.a][1]) - beta * transform(prices[view.b][1]) - alpha)
+    recent = series["spread"].iloc[-view.window:].dropna()
+    std = float(recent.std()) if len(recent) >= view.window else np.nan
+    z = (spread - float(recent.mean())) / std if np.isfinite(std) and std > 0 else np.nan
+    return spread, z, beta
+
+
+def health_rows(health: pd.DataFrame, prices: dict, now: datetime) -> tuple[list[dict], list[str]]:
+    """Feed-health grid rows and the stale warnings (no feed, disconnected, old last tick)."""
+    rows, warnings = [], []
+    by_symbol = {r["symbol"]: r for r in health.to_dict("records")} if len(health) else {}
+    for symbol in settings.symbols:
+        record = by_symbol.get(symbol)
+        last_ts = prices.get(symbol, (None,))[0]
+        age = (now - last_ts).total_seconds() - ONE_BAR.total_seconds() if last_ts else np.nan
+        connected = bool(record["connected"]) if record else False
+        if record is None:
+            warnings.append(f"{symbol}: no feed health (ingester not running?)")
+        elif not connected:
+            warnings.append(f"{symbol}: feed disconnected")
+        if not np.isfinite(age) or age > STALE_SECONDS:
+            warnings.append(f"{symbol}: last tick {fmt(age, 0) if np.isfinite(age) else 'never'} s ago")
+        rows.append({"symbol": symbol, "connected": "yes" if connected else "no",
+                     "lag_s": round(record["lag_seconds"], 3) if record and record["lag_seconds"] is not None else None,
+                     "ticks_s": round(record["ticks_per_second"], 1) if record else None,
+                     "gaps_filled": record["gaps_filled"] if record else None,
+                     "last_tick_age_s": round(age, 1) if np.isfinite(age) else None,
+                     "reconnects": record["reconnects"] if record else None})
+    return rows, warnings
+
+
+HEALTH_COLUMNS = [{"field": c, "headerName": c} for c in
+                  ("symbol", "connected", "lag_s", "ticks_s", "gaps_filled", "last_tick_age_s", "reconnects")]
+
+
+@app.callback(Output("ticker", "children"), Output("health-grid", "rowData"), Output("health-grid", "columnDefs"),
+              Output("stale-banner", "children"), Output("feed-badge", "children"), Output("feed-badge", "className"),
+              Output("bar-key", "data"),
+              Input("tick", "n_intervals"), State("view", "data"), State("bar-key", "data"))
+def tick(_: int | None, view_data: dict | None, bar_key: str | None) -> tuple:
+    """Every second: tick-level numbers, feed health, and the bar clock (changes only when a bar closes)."""
+    if not view_data:
+        return (no_update,) * 7
+    view = View(**view_data)
+    now = datetime.now(timezone.utc)
+    prices = source.last_prices(settings.symbols)
+    rows, warnings = health_rows(source.health(), prices, now)
+    times = [prices[s][0] for s in (view.a, view.b) if s in prices]
+    newest = max(times).timestamp() if times else 0
+    key = f"{view.tf}:{int(newest // view.bar_seconds)}"
+    stale = any(w.startswith((view.a + ":", view.b + ":")) for w in warnings)
+    banner = ("⚠ STALE DATA — " + "; ".join(warnings)) if warnings else ""
+    return (ticker_items(view, prices, source.latest_view_data(view)), rows, HEALTH_COLUMNS, banner,
+            "STALE" if stale else "LIVE", "badge stale" if stale else "badge live",
+            key if key != bar_key else no_update)
+
+
+FIGURE_IDS = ("candles-a", "candles-b", "pair", "heatmap", "leadlag", "equity")
+READY_IDS = ("candles-a", "candles-b", "pair", "heatmap", "leadlag", "backtest", "tests", "stats", "trades")
+
+
+def view_charts(data: ViewData) -> dict[str, tuple[figures.Figure, figures.Arrays, list[dict] | None]]:
+    """Per graph id: (skeleton, trace arrays, shapes or None) of a view."""
+    view, pair = data.view, data.pair
+    trades = pair.backtest.trades if pair.backtest is not None else None
+    equity = pair.backtest.equity if pair.backtest is not None else None
+    return {
+        "candles-a": (figures.candles_skeleton(view.a), figures.candles_arrays(data.bars[view.a]),
+                      figures.level_shapes(pair.levels.get(view.a))),
+        "candles-b": (figures.candles_skeleton(view.b), figures.candles_arrays(data.bars[view.b]),
+                      figures.level_shapes(pair.levels.get(view.b))),
+        "pair": (figures.pair_skeleton(view.a, view.b, view.entry, view.exit, view.stop),
+                 figures.pair_arrays(pair.series, view.window, view.entry, trades), None),
+        "heatmap": (figures.heatmap_skeleton(), figures.heatmap_arrays(data.corr_all), None),
+        "leadlag": (figures.lead_lag_skeleton(), figures.lead_lag_arrays(pair.lead_lag), None),
+        "equity": (figures.equity_skeleton(), figures.equity_arrays(equity), None),
+    }
+
+
+def view_readiness(data: ViewData) -> dict[str, str]:
+    """Readiness note per panel ('' when ready)."""
+    rd = data.pair.readiness
+    bars_note = "" if data.pair.n_aligned else "collecting data: 0 / 1 bars"
+    corr_note = "" if data.corr_all is not None else f"collecting data: needs {analytics.MIN_BARS_CORRELATION} bars of every symbol"
+    return {"candles-a": bars_note, "candles-b": bars_note, "pair": readiness_text(rd["zscore"]),
+            "heatmap": corr_note, "leadlag": readiness_text(rd["lead_lag"]),
+            "backtest": readiness_text(rd["backtest"]), "tests": readiness_text(rd["adf"]),
+            "stats": "" if data.pair.price_stats else "collecting data", "trades": readiness_text(rd["backtest"])}
+
+
+def export_links(view: View) -> list:
+    """Links to the stable /export URLs of this view."""
+    pair_query = view.query()
+    links = [("pair.csv", f"/export/pair.csv{pair_query}"), ("stats.csv", f"/export/stats.csv{pair_query}"),
+             ("backtest.csv", f"/export/backtest.csv{pair_query}"), ("alerts.csv", "/export/alerts.csv"),
+             (f"bars {view.a}", f"/export/bars.csv?symbol={view.a}&tf={view.tf}"),
+             (f"ticks {view.a}", f"/export/ticks.csv?symbol={view.a}")]
+    return [html.A(label, href=href, target="_blank", style={"marginRight": "12px"}) for label, href in links]
+
+
+@app.callback(*[Output(i, "figure") for i in FIGURE_IDS], *[Output(f"ready-{i}", "children") for i in READY_IDS],
+              Output("metrics", "children"), Output("backtest-summary", "children"),
+              Output("stats-grid", "rowData"), Output("stats-grid", "columnDefs"),
+              Output("trades-grid", "rowData"), Output("trades-grid", "columnDefs"), Output("export-links", "children"),
+              Input("view", "data"), Input("bar-key", "data"))
+def refresh(view_data: dict | None, _bar_key: str | None) -> tuple:
+    """View change: whole figures. Bar close: Patch replacing trace arrays (zoom/pan/legend untouched)."""
+    if not view_data:
+        return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 7)
+    data = source.view_data(View(**view_data))
+    charts = view_charts(data)
+    if ctx.triggered_id == "bar-key":
+        figs = [figures.patch(arrays, shapes) for _, arrays, shapes in (charts[i] for i in FIGURE_IDS)]
+    else:
+        figs = [figures.fill(*charts[i]) for i in FIGURE_IDS]
+    ready = view_readiness(data)
+    stats_rows, stats_cols = grid_rows(stats_table(data.pair))
+    trade_rows, trade_cols = grid_rows(exports.trades_frame(data.pair))
+    return (*figs, *[ready[i] for i in READY_IDS], kv_table(metric_rows(data.pair)),
+            kv_table(backtest_rows(data.pair)), stats_rows, stats_cols, trade_rows, trade_cols,
+            export_links(data.view))
+
+
+@app.callback(Output("adf-result", "children"), Input("run-adf", "n_clicks"), State("view", "data"),
+              State("adf-regression", "value"), prevent_initial_call=True)
+def run_adf(_: int, view_data: dict, regression: str) -> Any:
+    """ADF test of the in-sample spread of the current view, on demand."""
+    pair = source.pair(View(**view_data))
+    spread = pair.static_spread
+    if spread is None or not pair.readiness["adf"].ready:
+        return html.Span(readiness_text(pair.readiness["adf"]) or "no spread yet", className="collecting")
+    result = analytics.adf_test(spread.to_numpy(), regression=regression)
+    verdict = "stationary (reject unit root at 5 %)" if result.pvalue < 0.05 else "not stationary at 5 %"
+    critical = ", ".join(f"{k}: {v:.3f}" for k, v in result.critical_values.items())
+    return kv_table([("ADF statistic", fmt(result.statistic, 4), ""), ("p-value", fmt(result.pvalue, 4), ""),
+                     ("lags / nobs", f"{result.usedlag} / {result.nobs}", ""), ("critical", critical, ""),
+                     ("verdict", verdict, "")])
+
+
+DOWNLOAD_KEYS = ("bars-a", "bars-b", "ticks-a", "ticks-b", "pair", "stats", "equity", "trades", "alerts")
+
+
+def download_file(key: str, view: View) -> tuple[str, str]:
+    """(csv text, file name) for a download button."""
+    if key == "alerts":
+        return exports.frame_csv(source.alerts(), index=False), "alerts.csv"
+    data = source.view_data(view)
+    symbol = view.a if key.endswith("-a") else view.b
+    if key.startswith("bars"):
+        return exports.frame_csv(data.bars[symbol]), f"bars_{symbol}_{view.tf}.csv"
+    if key.startswith("ticks"):
+        frame = data.bars[symbol]
+        start = frame.index[0] if len(frame) else datetime.now(timezone.utc)
+        end = (data.anchor or start) + ONE_BAR
+        return exports.frame_csv(source.ticks(symbol, start, end, TICKS_EXPORT_LIMIT), index=False), f"ticks_{symbol}.csv"
+    builders: dict[str, Callable[[], tuple[pd.DataFrame, bool]]] = {
+        "pair": lambda: (exports.pair_frame(data.pair.series), True),
+        "stats": lambda: (exports.stats_frame(data.pair.price_stats), False),
+        "equity": lambda: (data.pair.backtest.equity if data.pair.backtest else pd.DataFrame(), True),
+        "trades": lambda: (exports.trades_frame(data.pair), False),
+    }
+    frame, index = builders[key]()
+    return exports.frame_csv(frame, index=index), f"{key}_{view.a}_{view.b}.csv"
+
+
+@app.callback(Output("download", "data"), *[Input(f"dl-{k}", "n_clicks") for k in DOWNLOAD_KEYS],
+              State("view", "data"), prevent_initial_call=True)
+def download(*args: Any) -> dict:
+    """Any CSV button -> dcc.Download of the same file its /export URL serves."""
+    view_data = args[-1]
+    key = str(ctx.triggered_id).removeprefix("dl-")
+    text, name = download_file(key, View(**view_data))
+    return dcc.send_string(text, name)
+
+
+if __name__ == "__main__":
+    log.info("dashboard on http://%s:%d%s", settings.dash_host, settings.dash_port, " (DEMO)" if settings.demo else "")
+    app.run(host=settings.dash_host, port=settings.dash_port, debug=False)
