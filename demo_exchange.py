@@ -16,6 +16,14 @@ Synthetic pair model (log prices, see the constants below)::
 
     log(ETHUSDT) = PAIR_ALPHA + HEDGE_RATIO * log(BTCUSDT) + s,   s ~ OU(half-life HALF_LIFE_SECONDS, sd SPREAD_STD)
 
+Feed pacing: ``speed`` 1 paces synthetic time (or the capture's receive times) to the wall clock, N runs N
+times faster, 0 runs as fast as the slowest connected client reads -- and only while at least one client is
+connected, so a benchmark client sees every trade. ``max_trades`` stops the feed after exactly that many
+trades (``wait_done()``), ``start_paused`` + ``resume()`` let a test connect first. Synthetic trade times are
+``start_ms + sim_time``; ``wall_clock_times`` stamps E/T with the wall clock instead (latency benchmarks).
+``history_seconds`` pre-generates that much history for historicalTrades before serving (about 6 s per
+1,000 s at 300 trades/s).
+
 Stream-name policy: a syntactically invalid stream name in the URL is rejected with HTTP 400 (Binance-style
 JSON body); a well-formed name for an unknown symbol or a non-trade stream (``@bookTicker``, ``@depth``) is
 accepted and simply never produces frames in synthetic mode (replay mode forwards whatever the capture holds).
@@ -567,6 +575,8 @@ class DemoExchange:
                     backlog = backlog[: self.max_trades]
                 self._publish([(f"{s.lower()}@trade", b"", s, t) for s, t, _ in backlog], send=False)
                 logger.info("pre-generated %d trades of history (%.0f s)", len(backlog), self.history_seconds)
+                if self.start_time_ms is None:  # generation took a while: keep live T on the wall clock
+                    self._market.start_ms = now_ms() - int(self._market.sim_time * 1000)
         self._server = await serve(
             self._handle, self.host, self.port,
             process_request=self._process_request,

@@ -7,6 +7,7 @@ import collections
 import gzip
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -272,6 +273,23 @@ def test_drop_connections_is_abrupt(make_exchange: Callable[..., dx.DemoExchange
             assert ws.close_code == 1006  # abnormal closure: no close frame received
 
     asyncio.run(run())
+
+
+def test_server_sends_pings(make_exchange: Callable[..., dx.DemoExchange]) -> None:
+    """The server pings at the configured interval (raw socket client, to see control frames)."""
+    exchange = make_exchange(symbols=["BTCUSDT"], rate=50, ping_interval=0.1, ping_timeout=5)
+    with socket.create_connection((exchange.host, exchange.port), timeout=5) as sock:
+        sock.sendall(b"GET /stream?streams=solusdt@trade HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 101")
+        data = data.split(b"\r\n\r\n", 1)[1]
+        while len(data) < 2:
+            data += sock.recv(4096)
+        assert data[0] == 0x89  # FIN + opcode 9 (ping); solusdt is not traded, so nothing else is sent
 
 
 def test_max_connection_age(make_exchange: Callable[..., dx.DemoExchange]) -> None:
