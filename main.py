@@ -71,14 +71,14 @@ def _decimal(value: Any, name: str) -> float:
         number = float(value)
     except ValueError:
         raise MalformedFrame(f"bad_{name}", repr(value)) from None
-    if not (number > 0 and math.isfinite(number)):
+    if not 0 < number < math.inf:
         raise MalformedFrame(f"bad_{name}", repr(value))
     return number
 
 
-def make_tick_row(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: Any, is_buyer_maker: Any,
-                  now_ms: float) -> tuple:
-    """Validate one trade's fields and return the `ticks` row (symbol, trade_id, ts, price, qty, m)."""
+def _diagnose_trade(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: Any, is_buyer_maker: Any,
+                    now_ms: float) -> None:
+    """Raise the MalformedFrame that names what is wrong with a trade the fast path refused."""
     if not isinstance(symbol, str) or not symbol:
         raise MalformedFrame("bad_symbol", repr(symbol))
     if type(trade_id) is not int or trade_id < 0:
@@ -87,41 +87,55 @@ def make_tick_row(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: Any
         raise MalformedFrame("bad_time", repr(time_ms))
     if type(is_buyer_maker) is not bool:
         raise MalformedFrame("bad_is_buyer_maker", repr(is_buyer_maker))
-    return (symbol, trade_id, EPOCH + timedelta(milliseconds=time_ms), _decimal(price, "price"),
-            _decimal(qty, "qty"), is_buyer_maker)
+    _decimal(price, "price")
+    _decimal(qty, "qty")
+    raise MalformedFrame("bad_trade", "refused")  # unreachable unless the fast path and this disagree
 
 
-@dataclass(frozen=True)
-class ParsedFrame:
-    """What a WebSocket frame is: a trade row, a server shutdown notice, or something to ignore."""
+def make_tick_row(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: Any, is_buyer_maker: Any,
+                  now_ms: float) -> tuple:
+    """Validate one trade's fields and return the `ticks` row (symbol, trade_id, ts, price, qty, m).
 
-    kind: str  # "trade" | "shutdown" | "ignore"
-    row: tuple | None = None
+    The common case is one chain of cheap checks (this runs for every trade); only a refused trade pays
+    for `_diagnose_trade`, which names the defect.
+    """
+    if (type(trade_id) is int and type(time_ms) is int and type(is_buyer_maker) is bool
+            and type(price) is str and type(qty) is str and type(symbol) is str and symbol
+            and trade_id >= 0 and MIN_TRADE_TIME_MS <= time_ms <= now_ms + MAX_CLOCK_AHEAD_MS):
+        try:
+            price_value, qty_value = float(price), float(qty)
+        except ValueError:
+            price_value = qty_value = math.nan
+        if 0 < price_value < math.inf and 0 < qty_value < math.inf:  # NaN fails both comparisons
+            return (symbol, trade_id, EPOCH + timedelta(milliseconds=time_ms), price_value, qty_value,
+                    is_buyer_maker)
+    _diagnose_trade(symbol, trade_id, price, qty, time_ms, is_buyer_maker, now_ms)
+    raise AssertionError("unreachable")
 
 
-IGNORED = ParsedFrame("ignore")
-SHUTDOWN = ParsedFrame("shutdown")
+SHUTDOWN = "shutdown"  # parse_frame's answer to Binance's !serverShutdown notice
 
 
-def parse_frame(raw: bytes | str, symbols: frozenset[str], now_ms: float) -> ParsedFrame:
-    """Parse one combined-stream frame; raise MalformedFrame for anything that must not be stored."""
+def parse_frame(raw: bytes | str, symbols: frozenset[str], now_ms: float) -> tuple | str | None:
+    """Parse one combined-stream frame: a `ticks` row, SHUTDOWN, or None for frames that are not ours.
+
+    Raises MalformedFrame for anything that must not be stored.
+    """
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MalformedFrame("bad_json") from None
-    if not isinstance(message, dict):
+    if type(message) is not dict:
         raise MalformedFrame("not_an_object")
     stream = message.get("stream")
     if stream is None:
         if "id" in message and ("result" in message or "error" in message):
-            return IGNORED  # reply to SUBSCRIBE / LIST_SUBSCRIPTIONS
+            return None  # reply to SUBSCRIBE / LIST_SUBSCRIPTIONS
         raise MalformedFrame("no_stream")
-    if stream == "!serverShutdown":
-        return SHUTDOWN
-    if not isinstance(stream, str) or not stream.endswith("@trade"):
-        return IGNORED  # other streams (bookTicker, depth, ...) are not ours
+    if type(stream) is not str or not stream.endswith("@trade"):
+        return SHUTDOWN if stream == "!serverShutdown" else None  # bookTicker, depth, ... are not ours
     data = message.get("data")
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise MalformedFrame("no_data")
     try:
         if data["e"] != "trade":
@@ -131,7 +145,7 @@ def parse_frame(raw: bytes | str, symbols: frozenset[str], now_ms: float) -> Par
         raise MalformedFrame("missing_key", str(missing)) from None
     if row[0] not in symbols:
         raise MalformedFrame("unexpected_symbol", row[0])
-    return ParsedFrame("trade", row)
+    return row
 
 
 def parse_rest_trade(symbol: str, item: Any, now_ms: float) -> tuple:
@@ -261,9 +275,10 @@ class Ingester:
         except MalformedFrame as error:
             self.count_malformed(error, "frame")
             return False
-        if parsed.kind == "trade":
-            self.accept_row(parsed.row, from_stream=True)
-        return parsed.kind == "shutdown"
+        if type(parsed) is tuple:
+            self.accept_row(parsed, from_stream=True)
+            return False
+        return parsed is SHUTDOWN
 
     def accept_row(self, row: tuple, from_stream: bool) -> None:
         """Track ids for gap detection and append the row to the write buffer; a stream row past the
@@ -271,7 +286,10 @@ class Ingester:
         symbol, trade_id = row[0], row[1]
         stats = self.stats[symbol]
         if from_stream:
-            self.track_trade_id(stats, symbol, trade_id)
+            if stats.last_trade_id is not None and trade_id == stats.last_trade_id + 1:
+                stats.last_trade_id = trade_id  # the common case, kept cheap
+            else:
+                self.track_trade_id(stats, symbol, trade_id)
             stats.last_trade_ts = row[2]
             stats.ticks_since_report += 1
         if from_stream and len(self.buffer) >= self.settings.max_buffer_rows:

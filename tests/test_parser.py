@@ -6,7 +6,7 @@ import time
 import orjson
 import pytest
 
-from main import MalformedFrame, combined_stream_url, parse_frame, parse_rest_trade
+from main import SHUTDOWN, MalformedFrame, combined_stream_url, parse_frame, parse_rest_trade
 from tests.capture import capture_lines
 
 SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
@@ -23,12 +23,12 @@ def test_every_recorded_trade_parses_to_binance_values(shared_data):
     files = sorted((shared_data / "binance-spot-capture").glob("*.gz"))
     trades = ignored = 0
     for _, text in capture_lines(files):
-        parsed = parse_frame(text, SYMBOLS, NOW_MS)
-        if parsed.kind == "ignore":
+        row = parse_frame(text, SYMBOLS, NOW_MS)
+        if row is None:
             ignored += 1
             continue
         data = orjson.loads(text)["data"]
-        symbol, trade_id, ts, price, qty, is_buyer_maker = parsed.row
+        symbol, trade_id, ts, price, qty, is_buyer_maker = row
         assert (symbol, trade_id, is_buyer_maker) == (data["s"], data["t"], data["m"])
         assert price == float(data["p"]) and qty == float(data["q"])
         assert round(ts.timestamp() * 1000) == data["T"]  # exchange trade time, not receive time
@@ -40,19 +40,19 @@ def test_every_recorded_trade_parses_to_binance_values(shared_data):
 @pytest.mark.parametrize("name", ["BINANCE.ws.1.0", "BINANCE_US.ws.1.0", "BINANCE_FUTURES.ws.1.0"])
 def test_other_streams_in_protocol_fixtures_are_ignored_without_error(shared_data, name):
     lines = (shared_data / "binance-protocol-fixtures" / name).read_text().splitlines()[1:]
-    kinds = {parse_frame(line.partition(": ")[2], SYMBOLS, NOW_MS).kind for line in lines if ": {" in line}
-    assert kinds == {"ignore"}
+    results = {parse_frame(line.partition(": ")[2], SYMBOLS, NOW_MS) for line in lines if ": {" in line}
+    assert results == {None}
 
 
 def test_older_feed_extra_keys_are_tolerated():
-    parsed = parse_frame(frame({**GOOD, "b": 88, "a": 50}), SYMBOLS, NOW_MS)
-    assert parsed.kind == "trade" and parsed.row[1] == GOOD["t"]
+    row = parse_frame(frame({**GOOD, "b": 88, "a": 50}), SYMBOLS, NOW_MS)
+    assert row[1] == GOOD["t"]
 
 
 def test_subscription_reply_and_server_shutdown():
-    assert parse_frame(b'{"result":null,"id":1}', SYMBOLS, NOW_MS).kind == "ignore"
+    assert parse_frame(b'{"result":null,"id":1}', SYMBOLS, NOW_MS) is None
     shutdown = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1723161255343}}'
-    assert parse_frame(shutdown, SYMBOLS, NOW_MS).kind == "shutdown"
+    assert parse_frame(shutdown, SYMBOLS, NOW_MS) is SHUTDOWN
 
 
 MALFORMED = {

@@ -1,0 +1,162 @@
+"""Ingest benchmark: N trades from the demo exchange through the real ingester into PostgreSQL.
+
+    python bench/bench_ingest.py [--trades 300000] [--runs 3]
+
+Per run, against a fresh demo exchange sending as fast as the socket takes (speed 0):
+  1. a discard-only client (websockets, same options as the ingester) receives the N frames: the socket's ceiling;
+  2. the real ingester (`python main.py`) streams the same N trades into a fresh database.
+Prints ticks/s for both, their ratio, p50/p99 frame-to-commit latency and the ingester's peak RSS; medians last.
+Uses the embedded PostgreSQL (or DATABASE_URL's server).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+from websockets.asyncio.client import connect
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_DIR))
+
+import database  # noqa: E402
+from main import WS_MAX_QUEUE_FRAMES, combined_stream_url  # noqa: E402
+from run_all import free_port, wait_for_port  # noqa: E402
+from settings import load_settings  # noqa: E402
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
+
+
+def start_exchange(trades: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "demo_exchange.py", "--port", str(port), "--symbols", ",".join(SYMBOLS), "--speed", "0",
+         "--max-trades", str(trades), "--wall-clock-times", "--log-level", "WARNING"],
+        cwd=PROJECT_DIR, stdout=subprocess.DEVNULL)
+    assert wait_for_port("127.0.0.1", port, 20), "demo exchange did not start"
+    return process, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def discard_client(url: str, trades: int) -> float:
+    """Receive `trades` frames and throw them away; returns frames per second."""
+    async with connect(url, compression=None, max_queue=WS_MAX_QUEUE_FRAMES, max_size=1 << 20) as ws:
+        received, started = 0, 0.0
+        while received < trades:
+            await ws.recv(decode=False)
+            if received == 0:
+                started = time.perf_counter()
+            received += 1
+        return (trades - 1) / (time.perf_counter() - started)
+
+
+def fresh_database(base_dsn: str) -> str:
+    name = f"bench_{os.getpid()}_{int(time.time() * 1000)}"
+    admin = psycopg2.connect(base_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')  # generated name, not input
+    admin.close()
+    head, sep, query = base_dsn.partition("?")
+    dsn = head.rsplit("/", 1)[0] + "/" + name + sep + query
+    database.apply_migrations(dsn)
+    return dsn
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
+    dsn = fresh_database(base_dsn)
+    exchange, port = start_exchange(trades)
+    env = dict(os.environ, DATABASE_URL=dsn, SYMBOLS=",".join(SYMBOLS), BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
+               BINANCE_REST_URL=f"http://127.0.0.1:{port}", LOG_LEVEL="INFO")
+    log_path = Path(tempfile.mkstemp(suffix=".log")[1])
+    with open(log_path, "wb") as log_file:
+        ingester = subprocess.Popen([sys.executable, "main.py"], cwd=PROJECT_DIR, env=env, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        first_seen = done_at = None
+        deadline = time.monotonic() + 600
+        with conn.cursor() as cur:
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) FROM ticks")
+                count = cur.fetchone()[0]
+                now = time.perf_counter()
+                if count and first_seen is None:
+                    first_seen = (now, count)
+                if count >= trades:
+                    done_at = now
+                    break
+                time.sleep(0.05)
+        rss = peak_rss_mb(ingester.pid)
+        stop(ingester)
+        stop(exchange)
+        conn.close()
+    log = log_path.read_text()
+    latency = re.search(r"commit latency p50=([\d.]+)s p99=([\d.]+)s", log)
+    assert done_at and first_seen and latency, log[-2000:]
+    rate = (trades - first_seen[1]) / (done_at - first_seen[0])
+    return {"ingest_tps": rate, "p50": float(latency.group(1)), "p99": float(latency.group(2)), "rss_mb": rss}
+
+
+def discard_run(trades: int) -> float:
+    exchange, port = start_exchange(trades)
+    try:
+        return asyncio.run(discard_client(combined_stream_url(f"ws://127.0.0.1:{port}", SYMBOLS), trades))
+    finally:
+        stop(exchange)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    settings = load_settings()
+    if not settings.database_url:
+        pg_dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        pg_dir.chmod(0o755)
+        settings = settings.__class__(pg_data_dir=pg_dir)
+    base_dsn = database.ensure_database(settings)
+    print(f"{'run':>3} {'discard t/s':>12} {'ingest t/s':>11} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} {'RSS MB':>7}")
+    results = []
+    for run in range(1, args.runs + 1):
+        ceiling = discard_run(args.trades)
+        ingest = ingest_run(base_dsn, args.trades)
+        ratio = ingest["ingest_tps"] / ceiling
+        results.append((ceiling, ingest["ingest_tps"], ratio, ingest["p50"], ingest["p99"], ingest["rss_mb"]))
+        print(f"{run:>3} {ceiling:>12,.0f} {ingest['ingest_tps']:>11,.0f} {ratio:>6.2f} {ingest['p50']:>6.3f} "
+              f"{ingest['p99']:>6.3f} {ingest['rss_mb']:>7.1f}", flush=True)
+    med = [statistics.median(column) for column in zip(*results)]
+    print(f"med {med[0]:>12,.0f} {med[1]:>11,.0f} {med[2]:>6.2f} {med[3]:>6.3f} {med[4]:>6.3f} {med[5]:>7.1f}")
+    print(f"({args.trades:,} trades per run, {len(SYMBOLS)} symbols, BATCH_ROWS={settings.batch_rows}, "
+          f"BATCH_SECONDS={settings.batch_seconds})")
+    if not settings.database_url:
+        database.stop_embedded_database(settings)
+
+
+if __name__ == "__main__":
+    main()
