@@ -25,7 +25,9 @@ Semantics of a rule ``metric operator threshold``:
     closed bar of the rule's timeframe, from bars up to and including that bar (causal). A bar is closed
     when a later 1-second bar of every leg is stored, or CLOSE_GRACE_SECONDS after its end by the clock.
     Bars missed while the evaluator was down are replayed, at most MAX_CATCHUP_BARS per rule.
-  * Tick metrics (price, feed_lag, staleness) are evaluated every cycle (at least once a second).
+  * Tick metrics (price, feed_lag, staleness) are evaluated every cycle (at least once a second, and at once
+    when the ingester commits bars). price is the last trade price; when one ingester batch updated several
+    1-second bars since the last cycle, each bar's close is observed in turn.
   * State (armed, last value, last observed time, last fired time) lives in alert_state and is written in
     the same transaction as the events, so a restart neither re-fires nor forgets.
 """
@@ -667,9 +669,15 @@ class Evaluator:
                  health: Mapping[str, tuple], now: datetime, bar_cache: dict) -> list[tuple[datetime, float]]:
         """New (observed_at, value) pairs of the rule since its last observation, oldest first."""
         last = state.last_observed if state else None
-        if rule.metric == "price":
+        if rule.metric == "price":  # the close of every 1 s bar updated since the last look (a batch may hold several)
             _, close, close_ts = latest.get(rule.symbol_a, (None, None, None))
-            return [] if close_ts is None or (last and close_ts <= last) else [(close_ts, float(close))]
+            if close_ts is None or (last is not None and close_ts <= last):
+                return []
+            if last is None:
+                return [(close_ts, float(close))]
+            with self.conn.cursor() as cur:
+                return [(ts, float(price)) for ts, price in database.new_closes(cur, rule.symbol_a, last,
+                                                                               MAX_CATCHUP_BARS)]
         if rule.metric == "feed_lag":
             lag, _, updated_at = health.get(rule.symbol_a, (None, None, None))
             return [] if lag is None or (last and updated_at <= last) else [(updated_at, float(lag))]
