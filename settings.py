@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlparse
@@ -50,7 +50,6 @@ class Settings:
     health_interval_seconds: float = 1.0
     log_level: str = "INFO"
     demo: bool = False
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def _positive_int(name: str, raw: str) -> int:
@@ -120,7 +119,7 @@ def _host(name: str, raw: str) -> str:
 # environment variable -> (Settings field, parser)
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DATABASE_URL": ("database_url", _database_url),
-    "PG_DATA_DIR": ("pg_data_dir", lambda n, r: Path(r).resolve()),
+    "PG_DATA_DIR": ("pg_data_dir", lambda n, r: (PROJECT_DIR / r.strip()).resolve()),
     "SYMBOLS": ("symbols", lambda n, r: parse_symbols(r, n)),
     "BINANCE_WS_URL": ("binance_ws_url", lambda n, r: _url(n, r, ("ws", "wss"))),
     "BINANCE_REST_URL": ("binance_rest_url", lambda n, r: _url(n, r, ("http", "https"))),

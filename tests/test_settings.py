@@ -45,3 +45,13 @@ def test_programs_exit_2_with_one_line_and_no_traceback(program, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["bad setting: BATCH_ROWS='-5': must be a positive whole number"]
     assert "Traceback" not in result.stderr
+
+
+def test_env_example_documents_every_setting_with_its_default():
+    from dotenv import dotenv_values
+
+    from settings import _PARSERS
+
+    documented = dotenv_values(PROJECT_DIR / ".env.example")
+    assert set(_PARSERS) - {"DEMO"} <= set(documented)
+    assert load_settings({k: v for k, v in documented.items() if v is not None}) == load_settings({})
