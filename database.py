@@ -439,3 +439,19 @@ def new_closes(cur, symbol: str, since, limit: int) -> list[tuple]:
     """(time of last trade, close) of each 1-second bar of `symbol` updated after `since`, oldest first."""
     cur.execute(NEW_CLOSES_SQL, {"symbol": symbol, "since": since, "limit": limit})
     return cur.fetchall()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dashboard reads
+# ---------------------------------------------------------------------------------------------------
+LAST_CLOSES_SQL = """
+SELECT s.symbol, b.ts, b.close FROM unnest(%(symbols)s::text[]) AS s(symbol)
+CROSS JOIN LATERAL (SELECT ts, close FROM bars_1s WHERE bars_1s.symbol = s.symbol ORDER BY ts DESC LIMIT 1) b
+"""
+
+
+def read_last_closes(conn, symbols) -> dict:
+    """symbol -> (start of its newest 1-second bar, close): one index lookup per symbol, for the 1 s ticker."""
+    with conn.cursor() as cur:
+        cur.execute(LAST_CLOSES_SQL, {"symbols": list(symbols)})
+        return {symbol: (ts, float(close)) for symbol, ts, close in cur.fetchall()}
