@@ -41,6 +41,7 @@ CACHE_ENTRIES = 64                 # analytics results kept per process (LRU)
 POOL_MAX_CONNECTIONS = 8
 ONE_BAR = timedelta(seconds=1)     # bars_1s resolution: end of window = newest bar start + 1 s
 TICKS_EXPORT_LIMIT = 200_000
+ALERT_EVENTS_LIMIT = 500
 STATS_TABLE_ROWS_PER_KEY = 1       # on-screen stats table: the latest bucket per symbol and interval
 GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
@@ -106,9 +107,7 @@ class DataSource:
 
     def latest_time(self, symbols: tuple[str, ...]) -> datetime | None:
         """Start of the newest 1 s bar among `symbols`."""
-        with self.connection() as conn:
-            times = [database.latest_bar_time(conn, s) for s in symbols]
-        times = [t for t in times if t is not None]
+        times = [ts for ts, _ in self.last_prices(symbols).values()]
         return max(times) if times else None
 
     def bars(self, symbol: str, tf: str, start: datetime, end: datetime) -> pd.DataFrame:
@@ -123,15 +122,8 @@ class DataSource:
 
     def last_prices(self, symbols: tuple[str, ...]) -> dict[str, tuple[datetime, float]]:
         """symbol -> (newest 1 s bar start, its close)."""
-        out: dict[str, tuple[datetime, float]] = {}
         with self.connection() as conn:
-            for symbol in symbols:
-                ts = database.latest_bar_time(conn, symbol)
-                if ts is not None:
-                    bars = database.read_bars(conn, symbol, 1, ts, ts + ONE_BAR)
-                    if len(bars):
-                        out[symbol] = (ts, float(bars["close"].iloc[-1]))
-        return out
+            return database.read_last_closes(conn, symbols)
 
     def health(self) -> pd.DataFrame:
         """The ingester's feed_health rows."""
@@ -139,8 +131,17 @@ class DataSource:
             return database.read_feed_health(conn)
 
     def alerts(self) -> pd.DataFrame:
-        """Alert events for the alerts panel / CSV (placeholder until alerts.py is wired)."""
-        return exports.empty_alerts_frame()
+        """Alert event history (newest first) from alerts.py; empty when the module or its tables are absent."""
+        try:
+            import alerts
+        except ImportError:
+            return exports.empty_alerts_frame()
+        try:
+            with self.connection() as conn:
+                return alerts.events_frame(alerts.list_events(conn, limit=ALERT_EVENTS_LIMIT))
+        except psycopg2.Error as error:
+            log.warning("alert events unavailable: %s", error)
+            return exports.empty_alerts_frame()
 
     def pair(self, view: View) -> analytics.PairAnalytics:
         """Pair analytics of a view (cached)."""
@@ -286,7 +287,7 @@ source = DataSource(settings)
 DEFAULT_VIEW = exports.default_view(settings.symbols)
 
 CSS = """
-:root{--bg:#131722;--panel:#1a1e2b;--line:#2a2e39;--text:#d1d4dc;--muted:#787b86;--up:#26a69a;--down:#ef5350;--accent:#2962ff}
+:root{--h-candles:300px;--h-pair:640px;--h-small:200px;--h-equity:160px;--h-grid:220px;--bg:#131722;--panel:#1a1e2b;--line:#2a2e39;--text:#d1d4dc;--muted:#787b86;--up:#26a69a;--down:#ef5350;--accent:#2962ff}
 *{box-sizing:border-box}
 html,body{margin:0;background:var(--bg);color:var(--text);font:12px/1.35 -apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif}
 a{color:#5b8cff}
@@ -299,8 +300,10 @@ a{color:#5b8cff}
 .pos{color:var(--up)}.neg{color:var(--down)}
 .controls{display:flex;flex-wrap:wrap;gap:6px 10px;padding:6px 10px;border-bottom:1px solid var(--line);align-items:flex-end}
 .ctl{display:flex;flex-direction:column;gap:2px}.ctl label{color:var(--muted);font-size:10px;text-transform:uppercase}
-.ctl input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:3px;height:30px;padding:0 6px;width:74px;font-size:12px}
-.ctl .dd{width:128px}.ctl .dd.wide{width:150px}
+.ctl input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:3px;height:28px;padding:0 4px;width:64px;font-size:12px}
+.ctl .dd{width:92px}.ctl .dd.wide{width:124px}
+body{--Dash-Fill-Inverse-Strong:#1a1e2b;--Dash-Text-Primary:#d1d4dc;--Dash-Text-Strong:#fff;--Dash-Text-Weak:#9598a1;--Dash-Text-Disabled:#5d606b;--Dash-Stroke-Strong:#434651;--Dash-Stroke-Weak:#2a2e39;--Dash-Fill-Interactive-Strong:#2962ff;--Dash-Fill-Interactive-Weak:rgba(41,98,255,.12);--Dash-Fill-Primary-Hover:rgba(255,255,255,.06);--Dash-Fill-Primary-Active:rgba(255,255,255,.1);--Dash-Fill-Disabled:#222633;--Dash-Spacing:3px}
+.dash-dropdown{min-height:28px;font-size:12px}
 .btn{background:var(--accent);color:#fff;border:0;border-radius:3px;height:24px;padding:0 10px;cursor:pointer;font-size:11px}
 .btn.small{height:20px;padding:0 6px;background:#2a2e39;color:var(--text)}
 .btn:hover{filter:brightness(1.2)}
@@ -310,17 +313,15 @@ a{color:#5b8cff}
 .main{display:grid;grid-template-columns:minmax(0,2.2fr) minmax(0,1fr);gap:6px;padding:6px}
 .col{display:flex;flex-direction:column;gap:6px;min-width:0}
 .row2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:6px}
-.row3{display:grid;grid-template-columns:minmax(0,1.2fr) minmax(0,1.3fr) minmax(0,1fr);gap:6px;padding:0 6px 6px}
+.row3{display:grid;grid-template-columns:minmax(0,1.2fr) minmax(0,1.3fr) minmax(0,.8fr) minmax(0,1fr);gap:6px;padding:0 6px 6px}
 .panel{background:var(--panel);border:1px solid var(--line);border-radius:4px;padding:4px 6px;min-width:0}
 .ph{display:flex;align-items:center;gap:8px;margin-bottom:2px;min-height:20px}
 .ph .title{font-weight:600;color:#fff;font-size:12px}.ph .grow{flex:1}
 .collecting{color:#ffb74d;font-size:11px}
 .kv{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}.kv td{padding:2px 4px;border-bottom:1px solid var(--line)}.kv td.num{text-align:right;font-weight:600}
-.g-candles{height:300px}.g-pair{height:560px}.g-small{height:210px}.g-equity{height:170px}
-.grid{height:220px}
 .adf{font-size:11px;color:var(--text);margin-top:4px}
-@media (min-width:2200px){.g-candles{height:420px}.g-pair{height:820px}.g-small{height:300px}.grid{height:320px}}
-@media (max-width:1200px){.main{grid-template-columns:minmax(0,1fr)}.row3{grid-template-columns:minmax(0,1fr)}}
+@media (min-width:2200px){:root{--h-candles:460px;--h-pair:900px;--h-small:320px;--h-equity:260px;--h-grid:360px}body{font-size:14px}}
+@media (max-width:1200px){.main{grid-template-columns:minmax(0,1fr)}.row3{grid-template-columns:minmax(0,1fr) minmax(0,1fr)}}
 """
 
 INDEX_STRING = """<!DOCTYPE html>
@@ -337,7 +338,7 @@ def grid(grid_id: str) -> dag.AgGrid:
     return dag.AgGrid(id=grid_id, rowData=[], columnDefs=[], className="grid",
                       defaultColDef={"resizable": True, "sortable": True, "filter": True, "minWidth": 70, "flex": 1},
                       dashGridOptions={"theme": GRID_THEME, "animateRows": False, "suppressCellFocus": True},
-                      style={"height": None})
+                      style={"height": "var(--h-grid)"})
 
 
 def panel(title: str, body: list, panel_id: str, downloads: tuple[tuple[str, str], ...] = ()) -> html.Div:
@@ -350,9 +351,9 @@ def panel(title: str, body: list, panel_id: str, downloads: tuple[tuple[str, str
         *body])
 
 
-def graph(graph_id: str, figure, css: str) -> dcc.Graph:
-    """A graph with the shared config."""
-    return dcc.Graph(id=graph_id, figure=figure, className=css, config=GRAPH_CONFIG, style={"height": None})
+def graph(graph_id: str, figure, height_var: str) -> dcc.Graph:
+    """A graph with the shared config; its height is a CSS variable (bigger on 4K screens)."""
+    return dcc.Graph(id=graph_id, figure=figure, config=GRAPH_CONFIG, style={"height": f"var({height_var})"})
 
 
 def control(label: str, component) -> html.Div:
@@ -399,7 +400,7 @@ def build_layout() -> html.Div:
         control("Lookback", dropdown("lookback", [{"label": k, "value": v} for k, v in LOOKBACKS.items()])),
         control("Window (bars)", number("window", 1, *exports.WINDOW_RANGE)),
         control("Regression", dropdown("regression", [{"label": v, "value": k} for k, v in REGRESSIONS.items()], "dd wide")),
-        control("Prices", dropdown("price", [{"label": v, "value": k} for k, v in PRICE_MODES.items()])),
+        control("Prices", dropdown("price", [{"label": v, "value": k} for k, v in PRICE_MODES.items()], "dd wide")),
         control("Entry z", number("entry", 0.1, *exports.ENTRY_RANGE)),
         control("Exit z", number("exit", 0.1, *exports.EXIT_RANGE)),
         control("Stop z (0=off)", number("stop", 0.5, *exports.STOP_RANGE)),
@@ -424,13 +425,13 @@ def build_layout() -> html.Div:
         html.Div(className="main", children=[
             html.Div(className="col", children=[
                 html.Div(className="row2", children=[
-                    panel("Candles A", [graph("candles-a", blank["candles-a"], "g-candles")], "candles-a",
+                    panel("Candles A", [graph("candles-a", blank["candles-a"], "--h-candles")], "candles-a",
                           (("bars-a", "CSV"), ("ticks-a", "Ticks"))),
-                    panel("Candles B", [graph("candles-b", blank["candles-b"], "g-candles")], "candles-b",
+                    panel("Candles B", [graph("candles-b", blank["candles-b"], "--h-candles")], "candles-b",
                           (("bars-b", "CSV"), ("ticks-b", "Ticks"))),
                 ]),
                 panel("Pair: normalised prices · spread & band · z-score & trades · rolling correlation",
-                      [graph("pair", blank["pair"], "g-pair")], "pair", (("pair", "CSV"),)),
+                      [graph("pair", blank["pair"], "--h-pair")], "pair", (("pair", "CSV"),)),
             ]),
             html.Div(className="col", children=[
                 panel("Statistical tests", [html.Div(id="metrics"),
@@ -440,18 +441,21 @@ def build_layout() -> html.Div:
                                                              value="c", options=[{"label": f"ADF trend: {r}", "value": r}
                                                                                  for r in ("c", "ct", "n")])]),
                                             html.Div(id="adf-result", className="adf")], "tests"),
-                panel("Backtest", [html.Div(id="backtest-summary"), graph("equity", blank["equity"], "g-equity")],
+                panel("Backtest", [html.Div(id="backtest-summary"), graph("equity", blank["equity"], "--h-equity")],
                       "backtest", (("equity", "CSV"),)),
-                panel("Return correlation (all symbols)", [graph("heatmap", blank["heatmap"], "g-small")], "heatmap"),
-                panel("Lead-lag (A vs B returns)", [graph("leadlag", blank["leadlag"], "g-small")], "leadlag"),
-                panel("Feed health", [grid("health-grid")], "health"),
+                panel("Return correlation (all symbols)", [graph("heatmap", blank["heatmap"], "--h-small")], "heatmap"),
+                panel("Lead-lag (A vs B returns)", [graph("leadlag", blank["leadlag"], "--h-small")], "leadlag"),
             ]),
         ]),
         html.Div(className="row3", children=[
             panel("Per-interval stats (latest bucket)", [grid("stats-grid")], "stats", (("stats", "CSV"),)),
             panel("Backtest trades", [grid("trades-grid")], "trades", (("trades", "CSV"),)),
-            panel("Alerts (placeholder: wired by alerts.py)", [html.Div(id="alerts-note", className="collecting",
-                  children="alerts module not wired yet"), grid("alerts-grid")], "alerts", (("alerts", "CSV"),)),
+            # PLACEHOLDER (alerts.py owner): event history + CSV are read-only here; toasts/badge and rule
+            # CRUD are not wired yet. Ids reserved: alerts-grid, alerts-note, dl-alerts.
+            panel("Alerts · event history", [html.Div(id="alerts-note", className="collecting",
+                  children="rule editor and toasts: not wired yet"), grid("alerts-grid")], "alerts",
+                  (("alerts", "CSV"),)),
+            panel("Feed health", [grid("health-grid")], "health"),
         ]),
         html.Div(className="controls", children=[html.Span("Stable CSV URLs:"), html.Div(id="export-links")]),
     ])
@@ -526,28 +530,35 @@ def live_signal(view: View, prices: dict, data: ViewData | None) -> tuple[float,
     return spread, z, beta
 
 
-def health_rows(health: pd.DataFrame, prices: dict, now: datetime) -> tuple[list[dict], list[str]]:
-    """Feed-health grid rows and the stale warnings (no feed, disconnected, old last tick)."""
-    rows, warnings = [], []
+def health_rows(health: pd.DataFrame, prices: dict, now: datetime) -> tuple[list[dict], dict[str, list[str]]]:
+    """Feed-health grid rows and, per symbol, why its data is stale (no feed row, disconnected, old tick)."""
+    rows, stale = [], {}
     by_symbol = {r["symbol"]: r for r in health.to_dict("records")} if len(health) else {}
     for symbol in settings.symbols:
         record = by_symbol.get(symbol)
         last_ts = prices.get(symbol, (None,))[0]
         age = (now - last_ts).total_seconds() - ONE_BAR.total_seconds() if last_ts else np.nan
         connected = bool(record["connected"]) if record else False
-        if record is None:
-            warnings.append(f"{symbol}: no feed health (ingester not running?)")
-        elif not connected:
-            warnings.append(f"{symbol}: feed disconnected")
+        reasons = ["no feed health"] if record is None else ([] if connected else ["disconnected"])
         if not np.isfinite(age) or age > STALE_SECONDS:
-            warnings.append(f"{symbol}: last tick {fmt(age, 0) if np.isfinite(age) else 'never'} s ago")
+            reasons.append(f"last tick {age:.0f} s ago" if np.isfinite(age) else "no ticks")
+        if reasons:
+            stale[symbol] = reasons
         rows.append({"symbol": symbol, "connected": "yes" if connected else "no",
                      "lag_s": round(record["lag_seconds"], 3) if record and record["lag_seconds"] is not None else None,
                      "ticks_s": round(record["ticks_per_second"], 1) if record else None,
                      "gaps_filled": record["gaps_filled"] if record else None,
                      "last_tick_age_s": round(age, 1) if np.isfinite(age) else None,
                      "reconnects": record["reconnects"] if record else None})
-    return rows, warnings
+    return rows, stale
+
+
+def stale_banner(stale: dict[str, list[str]]) -> str:
+    """One line: which symbols are stale and why ('' when all fresh)."""
+    if not stale:
+        return ""
+    hint = " — is the ingester running?" if any("no feed health" in r for r in stale.values()) else ""
+    return "⚠ STALE DATA: " + "; ".join(f"{s} ({', '.join(r)})" for s, r in stale.items()) + hint
 
 
 HEALTH_COLUMNS = [{"field": c, "headerName": c} for c in
@@ -565,13 +576,12 @@ def tick(_: int | None, view_data: dict | None, bar_key: str | None) -> tuple:
     view = View(**view_data)
     now = datetime.now(timezone.utc)
     prices = source.last_prices(settings.symbols)
-    rows, warnings = health_rows(source.health(), prices, now)
+    rows, stale_symbols = health_rows(source.health(), prices, now)
     times = [prices[s][0] for s in (view.a, view.b) if s in prices]
     newest = max(times).timestamp() if times else 0
     key = f"{view.tf}:{int(newest // view.bar_seconds)}"
-    stale = any(w.startswith((view.a + ":", view.b + ":")) for w in warnings)
-    banner = ("⚠ STALE DATA — " + "; ".join(warnings)) if warnings else ""
-    return (ticker_items(view, prices, source.latest_view_data(view)), rows, HEALTH_COLUMNS, banner,
+    stale = view.a in stale_symbols or view.b in stale_symbols
+    return (ticker_items(view, prices, source.latest_view_data(view)), rows, HEALTH_COLUMNS, stale_banner(stale_symbols),
             "STALE" if stale else "LIVE", "badge stale" if stale else "badge live",
             key if key != bar_key else no_update)
 
@@ -622,12 +632,13 @@ def export_links(view: View) -> list:
 @app.callback(*[Output(i, "figure") for i in FIGURE_IDS], *[Output(f"ready-{i}", "children") for i in READY_IDS],
               Output("metrics", "children"), Output("backtest-summary", "children"),
               Output("stats-grid", "rowData"), Output("stats-grid", "columnDefs"),
-              Output("trades-grid", "rowData"), Output("trades-grid", "columnDefs"), Output("export-links", "children"),
+              Output("trades-grid", "rowData"), Output("trades-grid", "columnDefs"),
+              Output("alerts-grid", "rowData"), Output("alerts-grid", "columnDefs"), Output("export-links", "children"),
               Input("view", "data"), Input("bar-key", "data"))
 def refresh(view_data: dict | None, _bar_key: str | None) -> tuple:
     """View change: whole figures. Bar close: Patch replacing trace arrays (zoom/pan/legend untouched)."""
     if not view_data:
-        return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 7)
+        return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 9)
     data = source.view_data(View(**view_data))
     charts = view_charts(data)
     if ctx.triggered_id == "bar-key":
@@ -637,9 +648,10 @@ def refresh(view_data: dict | None, _bar_key: str | None) -> tuple:
     ready = view_readiness(data)
     stats_rows, stats_cols = grid_rows(stats_table(data.pair))
     trade_rows, trade_cols = grid_rows(exports.trades_frame(data.pair))
+    alert_rows, alert_cols = grid_rows(source.alerts())
     return (*figs, *[ready[i] for i in READY_IDS], kv_table(metric_rows(data.pair)),
             kv_table(backtest_rows(data.pair)), stats_rows, stats_cols, trade_rows, trade_cols,
-            export_links(data.view))
+            alert_rows, alert_cols, export_links(data.view))
 
 
 @app.callback(Output("adf-result", "children"), Input("run-adf", "n_clicks"), State("view", "data"),

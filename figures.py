@@ -77,11 +77,11 @@ def _column(frame: pd.DataFrame | None, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Skeleton helpers
 # ---------------------------------------------------------------------------------------------------
-def _style(fig: go.Figure) -> Figure:
-    """Dark theme, crosshair spikes, constant uirevision; returns the JSON dict."""
+def _style(fig: go.Figure, **layout: Any) -> Figure:
+    """Dark theme, crosshair spikes, constant uirevision, then `layout` overrides; returns the JSON dict."""
     fig.update_layout(
         template="plotly_dark", paper_bgcolor=BG, plot_bgcolor=BG, font=dict(color=TEXT, size=FONT_SIZE),
-        margin=MARGIN, uirevision=UIREVISION, hovermode="x", showlegend=True, autosize=True,
+        margin=MARGIN, uirevision=UIREVISION, hovermode="x", autosize=True,
         legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", bgcolor="rgba(0,0,0,0)", font=dict(size=10)),
         hoverlabel=dict(bgcolor=PANEL, font_size=FONT_SIZE), dragmode="zoom", hoverdistance=-1, spikedistance=-1,
     )
@@ -89,6 +89,7 @@ def _style(fig: go.Figure) -> Figure:
                   spikedash="dot", spikecolor=MUTED, gridcolor=GRID, zerolinecolor=GRID)
     fig.update_xaxes(**spikes)
     fig.update_yaxes(**spikes)
+    fig.update_layout(**layout)
     return fig.to_plotly_json()
 
 
@@ -125,10 +126,9 @@ def candles_skeleton(symbol: str) -> Figure:
                                  decreasing=dict(line=dict(color=DOWN, width=1), fillcolor=DOWN)), row=1, col=1)
     fig.add_trace(go.Bar(x=[], y=[], name="volume up", marker_color=UP, opacity=0.6), row=2, col=1)
     fig.add_trace(go.Bar(x=[], y=[], name="volume down", marker_color=DOWN, opacity=0.6), row=2, col=1)
-    fig.update_layout(xaxis_rangeslider_visible=False, bargap=0.1, showlegend=False)
-    fig.update_xaxes(type="date")
+    fig.update_xaxes(type="date", rangeslider_visible=False)
     fig.update_yaxes(side="right", row=1, col=1)
-    return _style(fig)
+    return _style(fig, bargap=0.1, showlegend=False)
 
 
 def candles_arrays(bars: pd.DataFrame) -> Arrays:
@@ -189,7 +189,7 @@ def pair_skeleton(symbol_a: str, symbol_b: str, entry_z: float, exit_z: float, s
         fig.update_yaxes(title_text=title, title_standoff=2, side="right", row=row, col=1)
     fig.update_xaxes(type="date")
     fig.update_yaxes(range=[-1.05, 1.05], row=4, col=1)
-    return _style(fig)
+    return _style(fig, showlegend=True)
 
 
 def pair_arrays(series: pd.DataFrame, window: int, entry_z: float, trades: pd.DataFrame | None) -> Arrays:
@@ -240,11 +240,9 @@ def heatmap_skeleton() -> Figure:
     """Correlation heatmap, -1..1 diverging."""
     fig = go.Figure(go.Heatmap(z=[], x=[], y=[], zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
                                texttemplate="%{z:.2f}", colorbar=dict(thickness=8)))
-    fig.update_layout(hovermode="closest", showlegend=False)
-    fig.update_yaxes(autorange="reversed")
-    fig = go.Figure(_style(fig))
+    fig = go.Figure(_style(fig, hovermode="closest", showlegend=False))
     fig.update_xaxes(showspikes=False)
-    fig.update_yaxes(showspikes=False)
+    fig.update_yaxes(showspikes=False, autorange="reversed")
     return fig.to_plotly_json()
 
 
@@ -265,9 +263,8 @@ def heatmap_figure(corr: pd.DataFrame | None) -> Figure:
 def lead_lag_skeleton() -> Figure:
     """Cross-correlation by lag."""
     fig = go.Figure(go.Bar(x=[], y=[], marker_color=ACCENT, name="corr"))
-    fig.update_layout(showlegend=False, hovermode="closest")
     fig.update_xaxes(title_text="lag (bars; > 0: A leads B)", title_standoff=2)
-    return _style(fig)
+    return _style(fig, showlegend=False, hovermode="closest")
 
 
 def lead_lag_arrays(lead_lag: pd.DataFrame | None) -> Arrays:
@@ -284,10 +281,9 @@ def lead_lag_figure(lead_lag: pd.DataFrame | None) -> Figure:
 def equity_skeleton() -> Figure:
     """Backtest equity (quote currency, after fees)."""
     fig = go.Figure(go.Scattergl(x=[], y=[], name="equity", line=dict(color=UP, width=1.2)))
-    fig.update_layout(showlegend=False)
     fig.update_xaxes(type="date")
     fig.update_yaxes(side="right")
-    return _style(fig)
+    return _style(fig, showlegend=False)
 
 
 def equity_arrays(equity: pd.DataFrame | None) -> Arrays:
