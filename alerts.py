@@ -99,6 +99,9 @@ DEFAULT_PRICE_HYSTERESIS_FRACTION = 0.0005  # 5 bp of the threshold
 THRESHOLD_RANGES = {"correlation": (-1.0, 1.0), "adf_pvalue": (0.0, 1.0), "feed_lag": (0.0, math.inf),
                     "staleness": (0.0, math.inf), "price": (0.0, math.inf)}
 READ_ONLY_FIELDS = ("id", "version", "created_at", "updated_at")
+# evaluation order inside a cycle: cheap metrics first, so their events are stored before slow ones run
+RULE_COST_ORDER = {"price": 0, "feed_lag": 0, "staleness": 0, "return": 1, "spread": 2, "hedge_ratio": 2,
+                   "zscore": 2, "correlation": 2, "adf_pvalue": 3}
 
 # evaluator timing
 TICK_SECONDS = 1.0            # tick metrics and the clock fallback are evaluated at least this often
@@ -450,7 +453,8 @@ def lookback_bars(rule: Rule, catchup: int) -> int:
     return int(need * LOOKBACK_SLACK) + catchup + 1
 
 
-def bar_metric_series(rule: Rule, bars_a: pd.DataFrame, bars_b: pd.DataFrame | None, last_n: int) -> pd.Series:
+def bar_metric_series(rule: Rule, bars_a: pd.DataFrame, bars_b: pd.DataFrame | None, last_n: int,
+                      aligned: pd.DataFrame | None = None) -> pd.Series:
     """Causal metric value per bar (index: bar start, UTC), NaN where not computable; ADF for the last_n only.
 
     Pair metrics use log prices y = ln A, x = ln B as-of aligned (analytics.align_pair):
@@ -458,12 +462,14 @@ def bar_metric_series(rule: Rule, bars_a: pd.DataFrame, bars_b: pd.DataFrame | N
       zscore_t = (spread_t - mean_W) / std_W, correlation_t = rolling Pearson of log returns over W,
       adf_pvalue_t = MacKinnon p-value of ADF on the spread of a fit over bars t-W+1..t.
     return_t = close_t / close_{t-W} - 1 (W stored bars back).
+    `aligned` (columns a, b from analytics.align_pair) may be passed instead of aligning bars_a/bars_b again.
     """
     w = rule.window_bars
     if rule.metric == "return":
         close = bars_a["close"]
         return close / close.shift(w) - 1.0
-    aligned = analytics.align_pair(bars_a["close"], bars_b["close"], rule.bar_seconds)
+    if aligned is None:
+        aligned = analytics.align_pair(bars_a["close"], bars_b["close"], rule.bar_seconds)
     if len(aligned) == 0:
         return pd.Series(dtype=float)
     price_a, price_b = aligned["a"].to_numpy(float), aligned["b"].to_numpy(float)
@@ -496,6 +502,12 @@ def _floor_time(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(math.floor(epoch / seconds) * seconds, tz=timezone.utc)
 
 
+def _between(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    """Rows of a time-indexed frame with start <= index < end."""
+    index = frame.index
+    return frame.iloc[index.searchsorted(pd.Timestamp(start)):index.searchsorted(pd.Timestamp(end))]
+
+
 class Evaluator:
     """Evaluates every enabled rule at each bar close (woken by NOTIFY) and at least every TICK_SECONDS."""
 
@@ -510,6 +522,7 @@ class Evaluator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.has_lock = threading.Event()
+        self._aligned: dict[tuple, pd.DataFrame] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -609,65 +622,86 @@ class Evaluator:
 
     # -- one cycle -----------------------------------------------------------------------------------
     def evaluate_once(self, now: datetime | None = None) -> list[int]:
-        """Evaluate every enabled rule once; commit events and state together; return the new event ids."""
+        """Evaluate every enabled rule once; return the new event ids.
+
+        Cheap rules go first (tick, one-symbol bars, pairs, ADF), and a rule that fires is committed at once
+        (events + state in one transaction), so one slow rule never delays another's event; the state of
+        rules that did not fire is committed together at the end of the cycle.
+        """
         if self.conn is None:
             self.connect()
         now = now or self.clock()
         conn = self.conn
-        rules = [_rule_from_row(r) for r in database.fetch_alert_rules(conn, enabled_only=True)]
+        rules = sorted((_rule_from_row(r) for r in database.fetch_alert_rules(conn, enabled_only=True)),
+                       key=lambda r: (RULE_COST_ORDER[r.metric], r.window_bars, r.id))
         stored = database.fetch_alert_states(conn)
+        states = {}
+        for rule in rules:
+            row = stored.get(rule.id)
+            states[rule.id] = RuleState(*row[1:]) if row and row[0] == rule.version else None
         symbols = sorted({s for r in rules for s in r.symbols})
         with conn.cursor() as cur:
             latest = database.latest_bars(cur, symbols) if symbols else {}
             health = database.alert_feed_health(cur, symbols) if any(r.metric in ("feed_lag", "staleness")
                                                                       for r in rules) else {}
-        bar_cache: dict[tuple, pd.DataFrame] = {}
-        updates: list[tuple[Rule, RuleState, list[tuple[datetime, float]]]] = []
+        plans = {r.id: self._bar_plan(r, states[r.id], latest, now) for r in rules if not r.is_tick}
+        bars = self._read_bars({r.id: r for r in rules}, plans)
+        self._aligned: dict[tuple, pd.DataFrame] = {}  # (symbol_a, symbol_b, seconds) -> aligned closes, this cycle
+
+        event_ids: list[int] = []
+        quiet: list[tuple[Rule, RuleState]] = []  # evaluated, did not fire: saved at the end
         for rule in rules:
-            row = stored.get(rule.id)
-            state = RuleState(*row[1:]) if row and row[0] == rule.version else None
+            state = states[rule.id]
             try:
-                observations = self._observe(rule, state, latest, health, now, bar_cache)
+                if rule.is_tick:
+                    observations = self._observe_tick(rule, state, latest, health, now)
+                else:
+                    observations = self._observe_bars(rule, state, plans[rule.id], bars)
             except Exception:  # one broken rule must not stop the others
                 log.exception("rule %s (%s): evaluation failed", rule.id, rule.name)
+                conn.rollback()
                 continue
             if not observations:
                 continue
             current = state or initial_state(rule)
-            fired_at: list[tuple[datetime, float]] = []
+            fired: list[tuple[datetime, float]] = []
             for observed_at, value in observations:
-                current, fired = step(rule, current, value, observed_at)
-                if fired:
-                    fired_at.append((observed_at, value))
-            updates.append((rule, current, fired_at))
-        conn.commit()  # end the read transaction
-
-        event_ids: list[int] = []
-        webhook_ids: list[int] = []
-        if updates:
-            with conn.cursor() as cur:
-                for rule, new_state, fired in updates:
-                    for observed_at, value in fired:
-                        event_id = database.insert_alert_event(cur, rule.id, rule.version, observed_at, value,
-                                                               event_message(rule, value))
-                        if event_id is not None:
-                            event_ids.append(event_id)
-                            if rule.webhook_url:
-                                webhook_ids.append(event_id)
-                    database.save_alert_state(cur, rule.id, rule.version, new_state.armed, new_state.last_value,
-                                              new_state.last_observed, new_state.last_fired)
-            conn.commit()
-        for event_id in event_ids:
-            log.info("alert event %d fired", event_id)
-        if self.webhooks is not None:
-            for event_id in webhook_ids:
-                self.webhooks.submit(event_id)
+                current, did_fire = step(rule, current, value, observed_at)
+                if did_fire:
+                    fired.append((observed_at, value))
+            if fired:
+                event_ids += self._commit_fired(rule, current, fired)
+            else:
+                quiet.append((rule, current))
+        with conn.cursor() as cur:
+            for rule, state in quiet:
+                database.save_alert_state(cur, rule.id, rule.version, state.armed, state.last_value,
+                                          state.last_observed, state.last_fired)
+        conn.commit()
         self.cycles += 1
         return event_ids
 
-    def _observe(self, rule: Rule, state: RuleState | None, latest: Mapping[str, tuple],
-                 health: Mapping[str, tuple], now: datetime, bar_cache: dict) -> list[tuple[datetime, float]]:
-        """New (observed_at, value) pairs of the rule since its last observation, oldest first."""
+    def _commit_fired(self, rule: Rule, state: RuleState, fired: list[tuple[datetime, float]]) -> list[int]:
+        """Store a rule's events and its state in one transaction, then queue the webhooks."""
+        ids = []
+        with self.conn.cursor() as cur:
+            for observed_at, value in fired:
+                event_id = database.insert_alert_event(cur, rule.id, rule.version, observed_at, value,
+                                                       event_message(rule, value))
+                if event_id is not None:
+                    ids.append(event_id)
+            database.save_alert_state(cur, rule.id, rule.version, state.armed, state.last_value,
+                                      state.last_observed, state.last_fired)
+        self.conn.commit()
+        for event_id in ids:
+            log.info("alert event %d: %s", event_id, rule.name)
+            if rule.webhook_url and self.webhooks is not None:
+                self.webhooks.submit(event_id)
+        return ids
+
+    def _observe_tick(self, rule: Rule, state: RuleState | None, latest: Mapping[str, tuple],
+                      health: Mapping[str, tuple], now: datetime) -> list[tuple[datetime, float]]:
+        """New (observed_at, value) pairs of a tick metric since its last observation, oldest first."""
         last = state.last_observed if state else None
         if rule.metric == "price":  # the close of every 1 s bar updated since the last look (a batch may hold several)
             _, close, close_ts = latest.get(rule.symbol_a, (None, None, None))
@@ -681,39 +715,62 @@ class Evaluator:
         if rule.metric == "feed_lag":
             lag, _, updated_at = health.get(rule.symbol_a, (None, None, None))
             return [] if lag is None or (last and updated_at <= last) else [(updated_at, float(lag))]
-        if rule.metric == "staleness":
-            last_trade = health.get(rule.symbol_a, (None, None, None))[1] or latest.get(rule.symbol_a, (None,) * 3)[2]
-            return [] if last_trade is None else [(now, (now - last_trade).total_seconds())]
-        return self._observe_bars(rule, last, latest, now, bar_cache)
+        # staleness: seconds since the last stored trade, growing even when the ingester is down
+        last_trade = health.get(rule.symbol_a, (None, None, None))[1] or latest.get(rule.symbol_a, (None,) * 3)[2]
+        return [] if last_trade is None else [(now, (now - last_trade).total_seconds())]
 
-    def _observe_bars(self, rule: Rule, last: datetime | None, latest: Mapping[str, tuple], now: datetime,
-                      bar_cache: dict) -> list[tuple[datetime, float]]:
-        """Values at the closes of the bars closed since `last` (only the newest one for a fresh state)."""
+    def _bar_plan(self, rule: Rule, state: RuleState | None, latest: Mapping[str, tuple],
+                  now: datetime) -> tuple[datetime, int, datetime] | None:
+        """(cutoff = close of the newest closed bar, bars to evaluate, first bar to read), or None if nothing new."""
         tf = rule.bar_seconds
         starts = [latest.get(s, (None,))[0] for s in rule.symbols]
         if any(s is None for s in starts):
-            return []  # a leg has no data at all
+            return None  # a leg has no data at all
         data_cutoff = _floor_time(min(starts), tf)  # bars starting before it have a later 1 s bar stored
         clock_cutoff = _floor_time(now - timedelta(seconds=CLOSE_GRACE_SECONDS), tf)
-        cutoff = max(data_cutoff, clock_cutoff)  # the close of the newest closed bar
+        cutoff = max(data_cutoff, clock_cutoff)
+        last = state.last_observed if state else None
         if last is not None and cutoff <= last:
-            return []
+            return None
         max_catchup = MAX_ADF_CATCHUP_BARS if rule.metric == "adf_pvalue" else MAX_CATCHUP_BARS
         catchup = 1 if last is None else min(max_catchup, max(1, int((cutoff - last).total_seconds() // tf)))
-        start = cutoff - timedelta(seconds=tf * lookback_bars(rule, catchup))
-        frames = []
-        for symbol in rule.symbols:
-            key = (symbol, tf, start, cutoff)
-            if key not in bar_cache:
-                bar_cache[key] = database.read_bars(self.conn, symbol, tf, start, cutoff)
-            frames.append(bar_cache[key])
+        return cutoff, catchup, cutoff - timedelta(seconds=tf * lookback_bars(rule, catchup))
+
+    def _read_bars(self, rules: Mapping[int, Rule], plans: Mapping[int, tuple | None]) -> dict[tuple, pd.DataFrame]:
+        """One read per (symbol, timeframe) covering every rule's range this cycle."""
+        spans: dict[tuple[str, int], tuple[datetime, datetime]] = {}
+        for rule_id, plan in plans.items():
+            if plan is None:
+                continue
+            cutoff, _, start = plan
+            for symbol in rules[rule_id].symbols:
+                key = (symbol, rules[rule_id].bar_seconds)
+                low, high = spans.get(key, (start, cutoff))
+                spans[key] = (min(low, start), max(high, cutoff))
+        return {key: database.read_bars(self.conn, key[0], key[1], low, high) for key, (low, high) in spans.items()}
+
+    def _observe_bars(self, rule: Rule, state: RuleState | None, plan: tuple | None,
+                      bars: Mapping[tuple, pd.DataFrame]) -> list[tuple[datetime, float]]:
+        """Values at the closes of the bars closed since the last observation (only the newest for a fresh state)."""
+        if plan is None:
+            return []
+        cutoff, catchup, start = plan
+        tf = rule.bar_seconds
+        frames = [_between(bars[(symbol, tf)], start, cutoff) for symbol in rule.symbols]
         if any(len(f) == 0 for f in frames):
             return []
-        series = bar_metric_series(rule, frames[0], frames[1] if rule.is_pair else None, catchup)
+        aligned = None
+        if rule.is_pair:  # align each pair once per cycle over the widest range read, then cut this rule's part
+            key = (rule.symbol_a, rule.symbol_b, tf)
+            if key not in self._aligned:
+                self._aligned[key] = analytics.align_pair(bars[(rule.symbol_a, tf)]["close"],
+                                                          bars[(rule.symbol_b, tf)]["close"], tf)
+            aligned = _between(self._aligned[key], start, cutoff)
+        series = bar_metric_series(rule, frames[0], frames[1] if rule.is_pair else None, catchup, aligned)
         closes = series.index + pd.Timedelta(seconds=tf)
         floor = cutoff - timedelta(seconds=tf * catchup)
-        if last is not None:
-            floor = max(floor, last)
+        if state is not None and state.last_observed is not None:
+            floor = max(floor, state.last_observed)
         keep = (closes > floor) & np.isfinite(series.to_numpy())
         return [(ts.to_pydatetime(), float(v)) for ts, v in zip(closes[keep], series.to_numpy()[keep])]
 
