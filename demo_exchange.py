@@ -86,6 +86,7 @@ BUSY_INTENSITY_MULTIPLIER = 3.0  # burst rate in the busy regime relative to the
 CALM_REGIME_MEAN_SECONDS = 6.0
 BUSY_REGIME_MEAN_SECONDS = 2.0
 QTY_LOG_SIGMA = 1.2  # lognormal dispersion of trade sizes
+QTY_TABLE_SIZE = 4096  # distinct pre-drawn trade sizes per symbol (keeps generation cheap)
 EVENT_DELAY_MS = 1  # E - T, as typically seen on Binance
 
 E8 = 100_000_000  # prices and quantities are carried as integers in units of 1e-8
@@ -246,6 +247,7 @@ class SyntheticMarket:
         self.sim_time = 0.0  # seconds since start
         self._rng = random.Random(seed)
         self._next_id = [s.first_trade_id for s in self.specs]
+        self._qty_tables = [self._make_qty_table(s) for s in self.specs]
         self._cum_weights = list(_cumsum([s.weight for s in self.specs]))
         self._market = 0.0  # common log factor (== log(BTC/BTC0))
         self._spread = 0.0  # OU spread of the pair
@@ -264,6 +266,13 @@ class SyntheticMarket:
         self._regime_end = self._rng.expovariate(1 / CALM_REGIME_MEAN_SECONDS)
         self._geometric_p = 1 / MEAN_BURST_TRADES
         self._next_burst = self._rng.expovariate(self._calm_burst_rate)
+
+    def _make_qty_table(self, spec: SymbolSpec) -> list[str]:
+        """Pre-drawn lognormal trade sizes (whole lots, as strings); trades sample from it cheaply."""
+        mean_lots = spec.mean_qty * E8 / spec.lot_e8
+        mu = math.log(mean_lots) - QTY_LOG_SIGMA**2 / 2
+        return [format_e8(max(1, int(self._rng.lognormvariate(mu, QTY_LOG_SIGMA))) * spec.lot_e8)
+                for _ in range(QTY_TABLE_SIZE)]
 
     def _update_mids(self) -> None:
         """Recompute the latent log mid prices from the factor state."""
@@ -309,17 +318,17 @@ class SyntheticMarket:
         step = -1 if buyer_maker else 1
         trade_ms = (self.start_ms + int(t * 1000)) if wall_ms is None else wall_ms
         event_ms = trade_ms + EVENT_DELAY_MS
-        mean_lots = spec.mean_qty * E8 / spec.lot_e8
-        mu = math.log(mean_lots) - QTY_LOG_SIGMA**2 / 2
+        qty_table = self._qty_tables[i]
+        price = format_e8(max(1, ticks) * spec.tick_e8)
         out = []
         for _ in range(size):
-            lots = max(1, int(rng.lognormvariate(mu, QTY_LOG_SIGMA)))
-            trade = Trade(self._next_id[i], format_e8(max(1, ticks) * spec.tick_e8), format_e8(lots * spec.lot_e8),
+            trade = Trade(self._next_id[i], price, qty_table[int(rng.random() * QTY_TABLE_SIZE)],
                           trade_ms, buyer_maker)
             self._next_id[i] += 1
             out.append((spec.symbol, trade, event_ms))
             if rng.random() < SWEEP_TICK_PROBABILITY:
                 ticks += step
+                price = format_e8(max(1, ticks) * spec.tick_e8)
         # Regime switch and next arrival.
         while t >= self._regime_end:
             self._busy = not self._busy
