@@ -5,6 +5,7 @@ to, if already running) with its data in `settings.pg_data_dir`; otherwise any P
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 import warnings
@@ -142,16 +143,17 @@ async def write_feed_health(conn, rows: Sequence[tuple]) -> None:
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap", "trade_count", "taker_buy_volume")
 TIMEFRAME_SECONDS = {"1s": 1, "5s": 5, "15s": 15, "1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 
-# 1-second bars straight from bars_1s; ts as epoch seconds (float8 parses far faster than timestamptz).
+# 1-second bars straight from bars_1s. Every column is a non-null float8 (ts as epoch seconds, an empty
+# bar's vwap NaN) so the binary COPY rows have a fixed width and decode with one np.frombuffer.
 READ_BARS_1S_SQL = """
 SELECT extract(epoch FROM ts)::float8, open, high, low, close, volume, quote_volume,
-       quote_volume / nullif(volume, 0), trade_count, taker_buy_volume
+       coalesce(quote_volume / nullif(volume, 0), 'NaN'), trade_count::float8, taker_buy_volume
 FROM bars_1s WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(end)s ORDER BY ts
 """
 # Any larger timeframe resampled from the 1-second bars, labelled by bucket start (UTC).
 READ_BARS_RESAMPLED_SQL = """
 SELECT extract(epoch FROM bucket)::float8, open, high, low, close, volume, quote_volume,
-       quote_volume / nullif(volume, 0), trade_count, taker_buy_volume
+       coalesce(quote_volume / nullif(volume, 0), 'NaN'), trade_count::float8, taker_buy_volume
 FROM (
     SELECT date_bin(make_interval(secs => %(seconds)s), ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
            (array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
@@ -175,11 +177,40 @@ FROM feed_health ORDER BY symbol
 LATEST_BAR_SQL = "SELECT max(ts) FROM bars_1s WHERE symbol = %(symbol)s"
 
 
+READ_WORK_MEM = "64MB"  # lets a day of 1-second bars be resampled in memory instead of on disk
+COPY_BINARY_HEADER_BYTES = 19  # PGCOPY signature (11) + flags (4) + header extension length (4)
+COPY_BINARY_TRAILER_BYTES = 2
+COPY_FIELD_COUNT_BYTES, COPY_FIELD_LENGTH_BYTES, FLOAT8_BYTES = 2, 4, 8
+
+
 def connect_sync(dsn: str):
     """A psycopg2 connection in autocommit mode (reads need no transaction)."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET work_mem = %s", (READ_WORK_MEM,))
     return conn
+
+
+def read_float_columns(conn, sql: str, params: dict, columns: int):
+    """Rows of `columns` non-null float8 values as an (n, columns) array, via binary COPY.
+
+    Each binary COPY row is int16 field count, then per field int32 length + 8 bytes, all big-endian;
+    decoding that with one np.frombuffer is ~100x faster than building Python tuples.
+    """
+    import numpy as np
+
+    row_bytes = COPY_FIELD_COUNT_BYTES + columns * (COPY_FIELD_LENGTH_BYTES + FLOAT8_BYTES)
+    buffer = io.BytesIO()
+    with conn.cursor() as cur:
+        statement = cur.mogrify(sql, params).decode()  # the driver's own parameter quoting
+        cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT binary)", buffer)
+    data = buffer.getbuffer()
+    rows = (len(data) - COPY_BINARY_HEADER_BYTES - COPY_BINARY_TRAILER_BYTES) // row_bytes
+    values = np.ndarray(shape=(rows, columns), dtype=">f8", buffer=data,  # a strided view of the values
+                        offset=COPY_BINARY_HEADER_BYTES + COPY_FIELD_COUNT_BYTES + COPY_FIELD_LENGTH_BYTES,
+                        strides=(row_bytes, COPY_FIELD_LENGTH_BYTES + FLOAT8_BYTES))
+    return values.astype(np.float64)  # one contiguous native-endian copy
 
 
 def read_bars(conn, symbol: str, bar_seconds: int, start, end):
@@ -188,11 +219,10 @@ def read_bars(conn, symbol: str, bar_seconds: int, start, end):
     import pandas as pd
 
     sql = READ_BARS_1S_SQL if bar_seconds == 1 else READ_BARS_RESAMPLED_SQL
-    with conn.cursor() as cur:
-        cur.execute(sql, {"symbol": symbol, "seconds": bar_seconds, "start": start, "end": end})
-        rows = cur.fetchall()
-    values = np.array(rows, dtype=float).reshape(-1, 1 + len(BAR_COLUMNS))
-    index = pd.DatetimeIndex(pd.to_datetime(values[:, 0], unit="s", utc=True), name="ts")
+    params = {"symbol": symbol, "seconds": bar_seconds, "start": start, "end": end}
+    values = read_float_columns(conn, sql, params, 1 + len(BAR_COLUMNS))
+    microseconds = np.round(values[:, 0] * 1e6).astype("int64").astype("datetime64[us]")
+    index = pd.DatetimeIndex(microseconds, name="ts").tz_localize("UTC")
     frame = pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
     frame["trade_count"] = frame["trade_count"].astype("int64")
     return frame
