@@ -24,6 +24,12 @@ trades (``wait_done()``), ``start_paused`` + ``resume()`` let a test connect fir
 ``history_seconds`` pre-generates that much history for historicalTrades before serving (about 6 s per
 1,000 s at 300 trades/s).
 
+Test usage::
+
+    with DemoExchange(symbols=["BTCUSDT", "ETHUSDT"], speed=0, max_trades=1000, start_paused=True) as ex:
+        ...connect to f"{ex.ws_url}/stream?streams=btcusdt@trade"; ex.wait_for_clients(1); ex.resume()
+        ex.wait_done(); ex.history("BTCUSDT"); urllib GET f"{ex.rest_url}/api/v3/historicalTrades?..."
+
 Stream-name policy: a syntactically invalid stream name in the URL is rejected with HTTP 400 (Binance-style
 JSON body); a well-formed name for an unknown symbol or a non-trade stream (``@bookTicker``, ``@depth``) is
 accepted and simply never produces frames in synthetic mode (replay mode forwards whatever the capture holds).
