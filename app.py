@@ -60,6 +60,8 @@ class ViewData:
     bars: dict[str, pd.DataFrame]                 # symbol -> bars of the window (A, B and the others)
     pair: analytics.PairAnalytics
     corr_all: pd.DataFrame | None                 # returns correlation of all symbols
+    start: datetime | None = None                 # the window [start, end) the bars were read from
+    end: datetime | None = None
     computed_at: float = field(default_factory=time.time)
     compute_ms: float = 0.0
 
@@ -75,6 +77,16 @@ class DataSource:
         self._cache: OrderedDict[tuple, ViewData] = OrderedDict()
         self._latest: dict[tuple, ViewData] = {}  # view key -> newest result (the ticker needs no fresh one)
         self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def configure(self, settings) -> None:
+        """Point at other settings/database (tests, benchmarks): drops the pool and the cache."""
+        with self._lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.closeall()
+            self.settings, self._pool, self._pool_pid = settings, None, None
+            self._cache.clear()
+            self._latest.clear()
+            self._key_locks.clear()
 
     # -- connections --------------------------------------------------------------------------------
     def _get_pool(self) -> ThreadedConnectionPool:
@@ -189,7 +201,7 @@ class DataSource:
             corr_all = analytics.return_correlation_matrix(closes, view.bar_seconds)
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("computed %s %s-%s in %.0f ms", view.tf, view.a, view.b, elapsed)
-        return ViewData(view, anchor, bars, pair, corr_all, compute_ms=elapsed)
+        return ViewData(view, anchor, bars, pair, corr_all, start, end, compute_ms=elapsed)
 
 
 def pair_params(view: View) -> analytics.PairParams:
@@ -486,7 +498,7 @@ def sync_url(search: str | None, *values: Any) -> tuple:
         args = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
     else:
         args = {name: "" if value is None else str(value) for name, value in zip(CONTROL_FIELDS, values)}
-    view, notices = exports.parse_view(args, settings.symbols)
+    view, notices = exports.parse_view(args, source.symbols())
     control_values = [getattr(view, name) for name in CONTROL_FIELDS]
     changed = [v if (from_url or notices) else no_update for v in control_values]
     query = view.query()
@@ -534,7 +546,7 @@ def health_rows(health: pd.DataFrame, prices: dict, now: datetime) -> tuple[list
     """Feed-health grid rows and, per symbol, why its data is stale (no feed row, disconnected, old tick)."""
     rows, stale = [], {}
     by_symbol = {r["symbol"]: r for r in health.to_dict("records")} if len(health) else {}
-    for symbol in settings.symbols:
+    for symbol in source.symbols():
         record = by_symbol.get(symbol)
         last_ts = prices.get(symbol, (None,))[0]
         age = (now - last_ts).total_seconds() - ONE_BAR.total_seconds() if last_ts else np.nan
@@ -575,7 +587,7 @@ def tick(_: int | None, view_data: dict | None, bar_key: str | None) -> tuple:
         return (no_update,) * 7
     view = View(**view_data)
     now = datetime.now(timezone.utc)
-    prices = source.last_prices(settings.symbols)
+    prices = source.last_prices(source.symbols())
     rows, stale_symbols = health_rows(source.health(), prices, now)
     times = [prices[s][0] for s in (view.a, view.b) if s in prices]
     newest = max(times).timestamp() if times else 0
@@ -682,10 +694,8 @@ def download_file(key: str, view: View) -> tuple[str, str]:
     if key.startswith("bars"):
         return exports.frame_csv(data.bars[symbol]), f"bars_{symbol}_{view.tf}.csv"
     if key.startswith("ticks"):
-        frame = data.bars[symbol]
-        start = frame.index[0] if len(frame) else datetime.now(timezone.utc)
-        end = (data.anchor or start) + ONE_BAR
-        return exports.frame_csv(source.ticks(symbol, start, end, TICKS_EXPORT_LIMIT), index=False), f"ticks_{symbol}.csv"
+        ticks = source.ticks(symbol, data.start, data.end, TICKS_EXPORT_LIMIT)
+        return exports.frame_csv(ticks, index=False), f"ticks_{symbol}.csv"
     builders: dict[str, Callable[[], tuple[pd.DataFrame, bool]]] = {
         "pair": lambda: (exports.pair_frame(data.pair.series), True),
         "stats": lambda: (exports.stats_frame(data.pair.price_stats), False),

@@ -120,8 +120,9 @@ def parse_lookback(raw: str) -> int:
 
 def parse_time(raw: str, name: str) -> datetime:
     """ISO-8601 time (naive means UTC)."""
+    text = re.sub(r" (\d\d:?\d\d)$", r"+\1", str(raw).strip())  # an unencoded '+' arrives as a space
     try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (AttributeError, ValueError):
         raise BadParameter(f"{name}={raw!r}: must be an ISO-8601 time like 2024-01-01T12:00:00Z") from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
