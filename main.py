@@ -663,8 +663,8 @@ def main(argv: list[str]) -> int:
     settings = load_settings_or_exit()
     configure_logging(settings.log_level)
     if argv[1:2] == ["import"]:
-        print("import: not available yet", file=sys.stderr)
-        return 2
+        import importer  # imported here: importer imports this module
+        return importer.main(argv[2:], settings)
     dsn = database.ensure_database(settings)
     database.apply_migrations(dsn)
     return asyncio.run(Ingester(settings, dsn).run())
