@@ -132,6 +132,11 @@ async def last_trade_ids(conn, symbols: Iterable[str]) -> dict[str, int]:
     return {r[0]: r[1] for r in records}
 
 
+async def drop_old_tick_partitions(conn, keep_days: int) -> list[str]:
+    """Drop the ticks day partitions older than `keep_days` (bars are kept); return their names."""
+    return [r[0] for r in await conn.fetch("SELECT drop_old_tick_partitions($1)", keep_days)]
+
+
 async def write_feed_health(conn, rows: Sequence[tuple]) -> None:
     """Upsert one feed_health row per symbol (columns as in UPSERT_HEALTH_SQL)."""
     await conn.executemany(UPSERT_HEALTH_SQL, rows)

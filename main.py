@@ -50,6 +50,7 @@ REST_TIMEOUT_SECONDS = 10.0
 GAP_GRACE_SECONDS = 1.0  # an id missing for this long is a gap (overlapping sockets deliver late ids)
 SHUTDOWN_FLUSH_SECONDS = 4.0
 LATENCY_SAMPLES = 200_000
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
 class MalformedFrame(ValueError):
@@ -615,6 +616,22 @@ class Ingester:
                     conn.terminate()
                 conn = None
 
+    # ---- retention --------------------------------------------------------------------------------
+    async def run_retention(self) -> None:
+        """Drop tick partitions older than TICK_RETENTION_DAYS, at start and then hourly."""
+        while self.settings.tick_retention_days:
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+                try:
+                    dropped = await database.drop_old_tick_partitions(conn, self.settings.tick_retention_days)
+                finally:
+                    await conn.close()
+                if dropped:
+                    log.info("retention: dropped tick partitions %s (bars are kept)", ", ".join(dropped))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                log.warning("retention skipped this time (%s)", error.__class__.__name__)
+            await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
     # ---- lifecycle --------------------------------------------------------------------------------
     async def run(self) -> int:
         """Run until SIGINT/SIGTERM, then flush everything buffered and return the exit code."""
@@ -629,7 +646,8 @@ class Ingester:
         log.info("streaming %s from %s (resuming after ids %s)", ",".join(self.settings.symbols),
                  self.settings.binance_ws_url, self.resume_ids or "none")
         writer = asyncio.create_task(self.run_writer())
-        others = [asyncio.create_task(coro) for coro in (self.run_stream(), self.run_repair(), self.run_health())]
+        others = [asyncio.create_task(coro) for coro in
+                  (self.run_stream(), self.run_repair(), self.run_health(), self.run_retention())]
         await self.stopping.wait()
         self.stop_deadline = time.monotonic() + SHUTDOWN_FLUSH_SECONDS
         log.info("stopping: flushing %d buffered rows", len(self.buffer))

@@ -48,6 +48,7 @@ class Settings:
     healthy_seconds: float = 60.0
     rest_weight_per_minute: int = 5_000
     health_interval_seconds: float = 1.0
+    tick_retention_days: int = 30  # 0 keeps ticks forever
     log_level: str = "INFO"
     demo: bool = False
 
@@ -60,6 +61,12 @@ def _positive_int(name: str, raw: str) -> int:
     if value <= 0:
         raise SettingsError(f"{name}={raw!r}: must be a positive whole number")
     return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    if not raw.strip().isdigit():
+        raise SettingsError(f"{name}={raw!r}: must be a whole number of days, 0 or more (0 = keep forever)")
+    return int(raw)
 
 
 def _positive_float(name: str, raw: str) -> float:
@@ -134,6 +141,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "BACKOFF_CAP_SECONDS": ("backoff_cap_seconds", _positive_float),
     "HEALTHY_SECONDS": ("healthy_seconds", _positive_float),
     "REST_WEIGHT_PER_MINUTE": ("rest_weight_per_minute", _positive_int),
+    "TICK_RETENTION_DAYS": ("tick_retention_days", _non_negative_int),
     "LOG_LEVEL": ("log_level", _log_level),
     "DEMO": ("demo", lambda n, r: r.strip().lower() in ("1", "true", "yes")),
 }

@@ -25,11 +25,15 @@ CREATE OR REPLACE FUNCTION ingest_staged_ticks() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     inserted bigint;
+    day date;
 BEGIN
+    FOR day IN SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM ticks_stage LOOP
+        PERFORM ensure_tick_partition(day);
+    END LOOP;
     WITH new_ticks AS (
         INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
         SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage
-        ON CONFLICT (symbol, trade_id) DO NOTHING
+        ON CONFLICT (symbol, trade_id, ts) DO NOTHING
         RETURNING symbol, trade_id, ts, price, qty, is_buyer_maker
     ), ordered AS (
         SELECT n.*, date_trunc('second', n.ts) AS bucket,
