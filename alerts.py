@@ -106,6 +106,7 @@ RULE_COST_ORDER = {"price": 0, "feed_lag": 0, "staleness": 0, "return": 1, "spre
 # evaluator timing
 TICK_SECONDS = 1.0            # tick metrics and the clock fallback are evaluated at least this often
 TICK_OFFSET_SECONDS = 0.02    # wake just after each whole second (bar closes are on whole seconds)
+TICK_REPASS_SECONDS = 0.2   # while slow bar rules run, look at tick rules again this often
 CLOSE_GRACE_SECONDS = 3.0     # a bar is closed by the clock this long after its end (ingester batches <= 2 s)
 MAX_CATCHUP_BARS = 300        # closed bars replayed per rule after a pause of the evaluator
 MAX_ADF_CATCHUP_BARS = 5      # ADF costs a regression per bar: replay fewer
@@ -502,6 +503,24 @@ def _floor_time(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(math.floor(epoch / seconds) * seconds, tz=timezone.utc)
 
 
+def _read_bars(conn, symbol: str, seconds: int, start: datetime, end: datetime) -> pd.DataFrame:
+    """database.read_bars, but an empty range gives an empty frame.
+
+    Workaround: since commit 7d9896e read_bars' binary-COPY decoder raises ValueError on zero rows;
+    drop this wrapper once read_bars handles that itself.
+    """
+    try:
+        return database.read_bars(conn, symbol, seconds, start, end)
+    except ValueError:
+        with conn.cursor() as cur:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM bars_1s WHERE symbol = %s AND ts >= %s AND ts < %s)",
+                        (symbol, start, end))
+            if cur.fetchone()[0]:
+                raise  # a real failure, not the empty-range case
+        return pd.DataFrame(columns=list(database.BAR_COLUMNS), dtype=float,
+                            index=pd.DatetimeIndex([], tz="UTC", name="ts"))
+
+
 def _between(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
     """Rows of a time-indexed frame with start <= index < end."""
     index = frame.index
@@ -624,9 +643,10 @@ class Evaluator:
     def evaluate_once(self, now: datetime | None = None) -> list[int]:
         """Evaluate every enabled rule once; return the new event ids.
 
-        Cheap rules go first (tick, one-symbol bars, pairs, ADF), and a rule that fires is committed at once
-        (events + state in one transaction), so one slow rule never delays another's event; the state of
-        rules that did not fire is committed together at the end of the cycle.
+        Tick rules go first, then bar rules cheapest first; a rule that fires is committed at once (events +
+        state in one transaction), and tick rules are looked at again every TICK_REPASS_SECONDS while slow bar
+        rules run, so no rule's event waits for another's computation. The state of rules that did not fire
+        is committed together at the end of the cycle.
         """
         if self.conn is None:
             self.connect()
@@ -635,51 +655,80 @@ class Evaluator:
         rules = sorted((_rule_from_row(r) for r in database.fetch_alert_rules(conn, enabled_only=True)),
                        key=lambda r: (RULE_COST_ORDER[r.metric], r.window_bars, r.id))
         stored = database.fetch_alert_states(conn)
-        states = {}
+        states: dict[int, RuleState | None] = {}
         for rule in rules:
             row = stored.get(rule.id)
             states[rule.id] = RuleState(*row[1:]) if row and row[0] == rule.version else None
-        symbols = sorted({s for r in rules for s in r.symbols})
-        with conn.cursor() as cur:
-            latest = database.latest_bars(cur, symbols) if symbols else {}
-            health = database.alert_feed_health(cur, symbols) if any(r.metric in ("feed_lag", "staleness")
-                                                                      for r in rules) else {}
-        plans = {r.id: self._bar_plan(r, states[r.id], latest, now) for r in rules if not r.is_tick}
-        bars = self._read_bars({r.id: r for r in rules}, plans)
-        self._aligned: dict[tuple, pd.DataFrame] = {}  # (symbol_a, symbol_b, seconds) -> aligned closes, this cycle
+        tick_rules = [r for r in rules if r.is_tick]
+        bar_rules = [r for r in rules if not r.is_tick]
+        quiet: dict[int, Rule] = {}  # evaluated without firing: their state is saved at the end
+        event_ids = self._tick_pass(tick_rules, states, quiet, now)
 
-        event_ids: list[int] = []
-        quiet: list[tuple[Rule, RuleState]] = []  # evaluated, did not fire: saved at the end
-        for rule in rules:
-            state = states[rule.id]
+        bar_symbols = sorted({s for r in bar_rules for s in r.symbols})
+        with conn.cursor() as cur:
+            latest = database.latest_bars(cur, bar_symbols) if bar_symbols else {}
+        plans = {r.id: self._bar_plan(r, states[r.id], latest, now) for r in bar_rules}
+        bars = self._read_bars({r.id: r for r in bar_rules}, plans)
+        self._aligned = {}
+        last_tick_pass = time.monotonic()
+        for rule in bar_rules:
+            if plans[rule.id] is None:
+                continue
+            if tick_rules and time.monotonic() - last_tick_pass > TICK_REPASS_SECONDS:
+                event_ids += self._tick_pass(tick_rules, states, quiet, self.clock() if now is None else now)
+                last_tick_pass = time.monotonic()
             try:
-                if rule.is_tick:
-                    observations = self._observe_tick(rule, state, latest, health, now)
-                else:
-                    observations = self._observe_bars(rule, state, plans[rule.id], bars)
+                observations = self._observe_bars(rule, states[rule.id], plans[rule.id], bars)
             except Exception:  # one broken rule must not stop the others
                 log.exception("rule %s (%s): evaluation failed", rule.id, rule.name)
                 conn.rollback()
                 continue
-            if not observations:
-                continue
-            current = state or initial_state(rule)
-            fired: list[tuple[datetime, float]] = []
-            for observed_at, value in observations:
-                current, did_fire = step(rule, current, value, observed_at)
-                if did_fire:
-                    fired.append((observed_at, value))
-            if fired:
-                event_ids += self._commit_fired(rule, current, fired)
-            else:
-                quiet.append((rule, current))
+            event_ids += self._apply(rule, states, quiet, observations)
+
         with conn.cursor() as cur:
-            for rule, state in quiet:
+            for rule in quiet.values():
+                state = states[rule.id]
                 database.save_alert_state(cur, rule.id, rule.version, state.armed, state.last_value,
                                           state.last_observed, state.last_fired)
         conn.commit()
         self.cycles += 1
         return event_ids
+
+    def _tick_pass(self, rules: list[Rule], states: dict, quiet: dict, now: datetime) -> list[int]:
+        """Evaluate the tick rules on the newest stored data."""
+        if not rules:
+            return []
+        symbols = sorted({s for r in rules for s in r.symbols})
+        with self.conn.cursor() as cur:
+            latest = database.latest_bars(cur, symbols)
+            health = database.alert_feed_health(cur, symbols) if any(r.metric != "price" for r in rules) else {}
+        event_ids: list[int] = []
+        for rule in rules:
+            try:
+                observations = self._observe_tick(rule, states[rule.id], latest, health, now)
+            except Exception:
+                log.exception("rule %s (%s): evaluation failed", rule.id, rule.name)
+                self.conn.rollback()
+                continue
+            event_ids += self._apply(rule, states, quiet, observations)
+        return event_ids
+
+    def _apply(self, rule: Rule, states: dict, quiet: dict, observations: list[tuple[datetime, float]]) -> list[int]:
+        """Step the rule through its observations; commit at once if it fired, else leave it to the cycle's end."""
+        if not observations:
+            return []
+        current = states[rule.id] or initial_state(rule)
+        fired: list[tuple[datetime, float]] = []
+        for observed_at, value in observations:
+            current, did_fire = step(rule, current, value, observed_at)
+            if did_fire:
+                fired.append((observed_at, value))
+        states[rule.id] = current
+        if not fired:
+            quiet[rule.id] = rule
+            return []
+        quiet.pop(rule.id, None)
+        return self._commit_fired(rule, current, fired)
 
     def _commit_fired(self, rule: Rule, state: RuleState, fired: list[tuple[datetime, float]]) -> list[int]:
         """Store a rule's events and its state in one transaction, then queue the webhooks."""
@@ -747,7 +796,7 @@ class Evaluator:
                 key = (symbol, rules[rule_id].bar_seconds)
                 low, high = spans.get(key, (start, cutoff))
                 spans[key] = (min(low, start), max(high, cutoff))
-        return {key: database.read_bars(self.conn, key[0], key[1], low, high) for key, (low, high) in spans.items()}
+        return {key: _read_bars(self.conn, key[0], key[1], low, high) for key, (low, high) in spans.items()}
 
     def _observe_bars(self, rule: Rule, state: RuleState | None, plan: tuple | None,
                       bars: Mapping[tuple, pd.DataFrame]) -> list[tuple[datetime, float]]:

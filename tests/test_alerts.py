@@ -431,14 +431,14 @@ def test_evaluator_process_end_to_end(dsn, conn, tmp_path):
         process = subprocess.Popen([sys.executable, "alerts.py"], cwd=PROJECT_DIR, env=env, stdout=log_file,
                                    stderr=subprocess.STDOUT)
         try:
-            assert wait_for(lambda: "lock" in log_path.read_text(), 15), log_path.read_text()
+            assert wait_for(lambda: "lock" in log_path.read_text(), 60), log_path.read_text()  # slow start under load
             now = datetime.now(timezone.utc).replace(microsecond=0)
             insert_bar(conn, "BTCUSDT", now - timedelta(seconds=1), 99)
             time.sleep(1.2)
             insert_bar(conn, "BTCUSDT", now, 101)
             written = time.monotonic()
             assert wait_for(lambda: len(events(conn)) == 1, 5), log_path.read_text()
-            assert time.monotonic() - written < 1.5  # 1 s at p95 is measured by bench/bench_alerts.py
+            assert time.monotonic() - written < 2.5  # a loose bound; 1 s at p95 is measured by bench/bench_alerts.py
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(10)
