@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import gzip
 import io
 import itertools
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 import asyncpg
+import numpy as np
+import pandas as pd
 
 import database
 from main import EPOCH, MAX_CLOCK_AHEAD_MS, MIN_TRADE_TIME_MS, MalformedFrame, _decimal, make_tick_row, parse_frame
@@ -71,7 +74,13 @@ SESSION_SETTINGS = {  # import sessions only: big in-memory sorts and staging ta
     "temp_buffers": "256MB",
     "synchronous_commit": "off",  # a crash loses at most the last batches, which a re-import restores
 }
-BOOLEANS = {"True": True, "False": False, "true": True, "false": False}
+TRUE_TEXTS, FALSE_TEXTS = ("True", "true", "TRUE"), ("False", "false", "FALSE")  # spot, futures, pandas' own
+BOOLEANS = {**dict.fromkeys(TRUE_TEXTS, True), **dict.fromkeys(FALSE_TEXTS, False)}
+SLOW_PATH_LINES = 64  # a chunk the vectorised parser refuses is halved down to this size, then parsed per row
+PG_EPOCH_MICROS = 946_684_800_000_000  # PostgreSQL's timestamp zero, 2000-01-01 UTC, in Unix µs
+COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags = 0, header extension length = 0
+COPY_BINARY_TRAILER = b"\xff\xff"  # field count -1
+INT64_BYTES, FLOAT8_BYTES, BOOL_BYTES = 8, 8, 1
 KLINE_INTERVALS_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                       "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000,
                       "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000,
@@ -114,6 +123,7 @@ class FileContext:
     now_ms: float
     interval: str = ""
     symbols: frozenset = field(default_factory=AnySymbol)
+    columns: int = 0  # CSV columns per line (trades: 7 spot, 6 futures)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,6 +248,96 @@ def parse_capture_line(line: str, context: FileContext) -> tuple | None:
     return row
 
 
+# ---------------------------------------------------------------------------------------------------
+# Trades fast path: pandas parses a whole chunk, numpy validates it with the same rules as make_tick_row
+# and builds the binary COPY payload; any line it cannot certify goes to parse_trade_line (the authority)
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Rows for one COPY: a binary COPY payload (trades fast path) and/or row tuples."""
+
+    rows: list[tuple] = field(default_factory=list)
+    binary_parts: list[bytes] = field(default_factory=list)
+    binary_rows: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows) + self.binary_rows
+
+    def binary(self) -> bytes:
+        """The whole PGCOPY payload of the fast-path rows."""
+        return COPY_BINARY_HEADER + b"".join(self.binary_parts) + COPY_BINARY_TRAILER
+
+
+def tick_copy_dtype(symbol_bytes: int) -> np.dtype:
+    """One binary COPY row of ticks_stage: field count, then (length, big-endian value) per column."""
+    return np.dtype([("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{symbol_bytes}"),
+                     ("trade_id_len", ">i4"), ("trade_id", ">i8"), ("ts_len", ">i4"), ("ts", ">i8"),
+                     ("price_len", ">i4"), ("price", ">f8"), ("qty_len", ">i4"), ("qty", ">f8"),
+                     ("maker_len", ">i4"), ("maker", "i1")])
+
+
+def read_trade_chunk(text: str, columns: int) -> pd.DataFrame:
+    """Strict pandas parse of trade lines (every column typed, so a missing or odd field raises)."""
+    dtypes = {0: np.int64, 1: np.float64, 2: np.float64, 3: np.float64, 4: np.int64, 5: bool, 6: bool}
+    return pd.read_csv(io.StringIO(text), header=None, names=list(range(columns)),
+                       dtype={c: dtypes[c] for c in range(columns)}, true_values=list(TRUE_TEXTS),
+                       false_values=list(FALSE_TEXTS), engine="c", quoting=csv.QUOTE_NONE,
+                       skip_blank_lines=False, na_filter=False)
+
+
+def trade_chunk_fast(lines: list[str], columns: int, context: FileContext) -> tuple[bytes, np.ndarray] | None:
+    """(binary COPY rows, indexes of lines left for the per-row parser), or None if pandas refuses the chunk."""
+    text = "".join(lines)
+    if text.count(",") != len(lines) * (columns - 1):  # with every field typed: exactly `columns` per line
+        return None
+    try:
+        frame = read_trade_chunk(text, columns)
+    except (ValueError, OverflowError, TypeError):  # pandas' ParserError is a ValueError
+        return None
+    if len(frame) != len(lines):
+        return None
+    ids, stamps = frame[0].to_numpy(np.int64), frame[4].to_numpy(np.int64)
+    prices, quantities = frame[1].to_numpy(np.float64), frame[2].to_numpy(np.float64)
+    is_micros = stamps >= MICROSECONDS_FROM
+    stamps_ms = np.where(is_micros, stamps // MICROSECONDS_PER_MILLISECOND, stamps)
+    good = ((ids >= 0) & (stamps_ms >= MIN_TRADE_TIME_MS) & (stamps_ms <= context.now_ms + MAX_CLOCK_AHEAD_MS)
+            & (prices > 0) & (prices < np.inf) & (quantities > 0) & (quantities < np.inf))
+    symbol = context.symbol.encode()
+    rows = np.empty(int(good.sum()), tick_copy_dtype(len(symbol)))
+    rows["fields"] = len(database.TICK_COLUMNS)
+    rows["symbol_len"], rows["symbol"] = len(symbol), symbol
+    rows["trade_id_len"], rows["trade_id"] = INT64_BYTES, ids[good]
+    micros = np.where(is_micros, stamps, stamps * MICROSECONDS_PER_MILLISECOND)[good]
+    rows["ts_len"], rows["ts"] = INT64_BYTES, micros - PG_EPOCH_MICROS
+    rows["price_len"], rows["price"] = FLOAT8_BYTES, prices[good]
+    rows["qty_len"], rows["qty"] = FLOAT8_BYTES, quantities[good]
+    rows["maker_len"], rows["maker"] = BOOL_BYTES, frame[5].to_numpy(bool)[good]
+    return rows.tobytes(), np.flatnonzero(~good)
+
+
+def parse_trade_chunk(lines: list[str], first_line_number: int, columns: int, context: FileContext,
+                      batch: Batch, report: "FileReport") -> None:
+    """Add a chunk of trade lines to `batch`: vectorised where possible, halving around refused lines."""
+    fast = trade_chunk_fast(lines, columns, context) if lines else None
+    if fast is not None:
+        payload, leftovers = fast
+        batch.binary_parts.append(payload)
+        batch.binary_rows += len(lines) - len(leftovers)
+        indexes: Iterable[int] = leftovers.tolist()
+    elif len(lines) > SLOW_PATH_LINES:
+        half = len(lines) // 2
+        parse_trade_chunk(lines[:half], first_line_number, columns, context, batch, report)
+        parse_trade_chunk(lines[half:], first_line_number + half, columns, context, batch, report)
+        return
+    else:
+        indexes = range(len(lines))
+    for index in indexes:
+        try:
+            batch.rows.append(parse_trade_line(lines[index], context))
+        except MalformedFrame as error:
+            report.add_bad(first_line_number + index, error)
+
+
 @dataclass(frozen=True)
 class Format:
     """One importable format: how to parse a line, and which table its rows go to."""
@@ -302,47 +402,43 @@ def looks_like_header(line: str) -> bool:
 
 
 def recognise(path: Path, first_lines: list[str], symbol_option: str | None) -> tuple[Format, FileContext]:
-    """The format, symbol and interval of a file, from its name and its first lines."""
-    name_match = BULK_NAME.match(path.name)
-    capture_match = CAPTURE_NAME.match(path.name)
+    """The format, symbol, interval and column count of a file, from its name and its first lines."""
+    name_match, capture_match = BULK_NAME.match(path.name), CAPTURE_NAME.match(path.name)
     data_lines = [line for line in first_lines if line.strip()]
     if not data_lines:
         raise ImportFileError("empty file")
+    sample = data_lines[1] if looks_like_header(data_lines[0]) and len(data_lines) > 1 else data_lines[0]
+    columns = len(sample.rstrip("\r\n").split(","))
     interval = ""
-    if data_lines and CAPTURE_LINE.match(data_lines[0]):
-        kind = CAPTURE
+    if CAPTURE_LINE.match(data_lines[0]):
+        kind, columns = CAPTURE, 0
     elif name_match:
         kind = name_match["kind"]
         if kind not in FORMATS:
             kind, interval = KLINES, kind
     else:
-        sample = data_lines[1] if looks_like_header(data_lines[0]) and len(data_lines) > 1 else data_lines[0]
-        kind = SPOT_KIND_BY_COLUMNS.get(len(sample.split(",")), "")
+        kind = SPOT_KIND_BY_COLUMNS.get(columns, "")
         if not kind:
-            raise ImportFileError("not a Binance trades, aggTrades, klines or capture file "
-                                  f"(first line has {len(sample.split(','))} columns, name is not SYMBOL-kind-DATE)")
+            raise ImportFileError(f"not a Binance trades, aggTrades, klines or capture file (first line has "
+                                  f"{columns} columns, and the name is not SYMBOL-kind-DATE)")
     fmt = FORMATS[kind]
-    if fmt.column_counts:
-        sample = data_lines[1] if looks_like_header(data_lines[0]) and len(data_lines) > 1 else data_lines[0]
-        columns = len(sample.rstrip("\r\n").split(","))
-        if columns not in fmt.column_counts:
-            raise ImportFileError(f"named as {kind} but has {columns} columns "
-                                  f"(a {kind} file has {' or '.join(map(str, fmt.column_counts))})")
-    elif not CAPTURE_LINE.match(data_lines[0]):
-        raise ImportFileError("capture file lines must look like '<receive ns> <frame json>'")
+    if kind != CAPTURE and columns not in fmt.column_counts:
+        raise ImportFileError(f"looks like {kind} but has {columns} columns "
+                              f"(a {kind} file has {' or '.join(map(str, fmt.column_counts))})")
     if kind == KLINES and not interval:
-        interval = kline_interval(data_lines, path)
+        interval = kline_interval(sample)
     named = name_match or capture_match
     symbol = (symbol_option or (named["symbol"] if named else "")).upper()
     if kind != CAPTURE and not SYMBOL_PATTERN.match(symbol):
         raise ImportFileError("no symbol: name the file SYMBOL-kind-DATE.csv or pass --symbol")
     symbols = frozenset({symbol}) if symbol else AnySymbol()
-    return fmt, FileContext(symbol=symbol, now_ms=time.time() * 1000, interval=interval, symbols=symbols)
+    return fmt, FileContext(symbol=symbol, now_ms=time.time() * 1000, interval=interval, symbols=symbols,
+                            columns=columns)
 
 
-def kline_interval(data_lines: list[str], path: Path) -> str:
+def kline_interval(sample: str) -> str:
     """Interval of a kline file whose name does not say it: closeTime - openTime + 1 ms."""
-    fields = data_lines[-1].split(",")
+    fields = sample.split(",")
     try:
         open_ms, close_ms = (int(f) if int(f) < MICROSECONDS_FROM else int(f) // MICROSECONDS_PER_MILLISECOND
                              for f in (fields[0], fields[6]))
@@ -380,7 +476,7 @@ class FileReport:
         if self.error:
             return f"import: {self.path}: {self.error}"
         rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{self.path.name}: {self.kind} -> {self.target}: {self.rows_read:,} rows read, "
+        lines = [f"{self.path.name}: {self.kind} -> {self.target}: {self.rows_read:,} valid rows, "
                  f"{self.rows_new:,} new, {self.rows_read - self.rows_new:,} already stored, "
                  f"{sum(self.bad.values()):,} bad, {self.skipped:,} skipped, {self.seconds:.1f} s "
                  f"({rate:,.0f} rows/s)"]
@@ -428,16 +524,21 @@ async def open_writer(dsn: str) -> asyncpg.Connection:
     return conn
 
 
-async def write_batch(conn: asyncpg.Connection, target: str, rows: list[tuple]) -> int:
-    """Store one batch idempotently in `target`; return how many rows were new."""
+async def write_batch(conn: asyncpg.Connection, target: str, batch: Batch) -> int:
+    """Store one batch idempotently in `target` (ticks: staging + ingest_staged_ticks()); return new rows."""
+    stage, columns, merge = {
+        "ticks": ("ticks_stage", database.TICK_COLUMNS, "SELECT ingest_staged_ticks()"),
+        "agg_trades": ("agg_trades_stage", AGG_COLUMNS, MERGE_AGG_SQL),
+        "imported_klines": ("imported_klines_stage", KLINE_COLUMNS, MERGE_KLINE_SQL),
+    }[target]
     for attempt in range(DEADLOCK_RETRIES):
         try:
-            if target == "ticks":
-                return await database.flush_batch(conn, rows)
-            stage, columns, merge = (("agg_trades_stage", AGG_COLUMNS, MERGE_AGG_SQL) if target == "agg_trades"
-                                     else ("imported_klines_stage", KLINE_COLUMNS, MERGE_KLINE_SQL))
             async with conn.transaction():
-                await conn.copy_records_to_table(stage, records=rows, columns=columns)
+                if batch.binary_rows:
+                    await conn.copy_to_table(stage, source=io.BytesIO(batch.binary()), columns=columns,
+                                             format="binary")
+                if batch.rows:
+                    await conn.copy_records_to_table(stage, records=batch.rows, columns=columns)
                 return await conn.fetchval(merge)
         except asyncpg.DeadlockDetectedError:
             if attempt == DEADLOCK_RETRIES - 1:
@@ -446,15 +547,26 @@ async def write_batch(conn: asyncpg.Connection, target: str, rows: list[tuple]) 
 
 
 def read_batches(lines: Iterable[str], fmt: Format, context: FileContext, report: FileReport,
-                 batch_rows: int) -> Iterator[list[tuple]]:
-    """Parse a file's lines into batches of rows; bad rows go to the report."""
-    parse = fmt.parse
-    batch: list[tuple] = []
-    append = batch.append
-    for line_number, line in enumerate(lines, start=1):
-        if line_number == 1 and fmt.has_header_check and looks_like_header(line):
+                 batch_rows: int) -> Iterator[Batch]:
+    """Parse a file's lines into batches; bad rows go to the report."""
+    numbered = enumerate(lines, start=1)
+    if fmt.has_header_check:
+        first = next(numbered, None)
+        if first is not None and looks_like_header(first[1]):
             report.skipped += 1
-            continue
+        elif first is not None:
+            numbered = itertools.chain([first], numbered)
+    if fmt.kind == TRADES:
+        while chunk := list(itertools.islice(numbered, batch_rows)):
+            batch = Batch()
+            parse_trade_chunk([line for _, line in chunk], chunk[0][0], context.columns, context, batch, report)
+            if len(batch):
+                yield batch
+        return
+    parse = fmt.parse
+    batch = Batch()
+    append = batch.rows.append
+    for line_number, line in numbered:
         try:
             row = parse(line, context)
         except MalformedFrame as error:
@@ -464,11 +576,11 @@ def read_batches(lines: Iterable[str], fmt: Format, context: FileContext, report
             report.skipped += 1
             continue
         append(row)
-        if len(batch) >= batch_rows:
+        if len(batch.rows) >= batch_rows:
             yield batch
-            batch = []
-            append = batch.append
-    if batch:
+            batch = Batch()
+            append = batch.rows.append
+    if batch.rows:
         yield batch
 
 
@@ -492,7 +604,8 @@ async def import_file(path: Path, writers: list[asyncpg.Connection], symbol: str
 
             async def drain(conn: asyncpg.Connection) -> None:
                 while (batch := await queue.get()) is not None:
-                    report.rows_new += await write_batch(conn, fmt.target, batch)
+                    new_rows = await write_batch(conn, fmt.target, batch)  # not `+= await`: a race
+                    report.rows_new += new_rows
 
             workers = [asyncio.create_task(drain(conn)) for conn in writers]
             try:
