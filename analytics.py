@@ -329,29 +329,38 @@ def price_stats(bars: pd.DataFrame, interval_seconds: int) -> pd.DataFrame:
     if len(bars) == 0:
         return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], tz="UTC", name="ts"))
     ns = _ts_ns(bars.index)
+    order = None
+    if len(ns) > 1 and not np.all(ns[1:] >= ns[:-1]):
+        order = np.argsort(ns, kind="stable")
+        ns = ns[order]
+
+    def col(name: str) -> np.ndarray:
+        v = bars[name].to_numpy(dtype=float)
+        return v if order is None else v[order]
     step = int(interval_seconds) * 1_000_000_000
     bucket = ns // step * step
-    close = bars["close"].to_numpy(dtype=float)
-    logret = np.r_[np.nan, np.diff(np.log(close))]
-    df = pd.DataFrame({
-        "bucket": bucket, "close": close, "open": bars["open"].to_numpy(dtype=float),
-        "low": bars["low"].to_numpy(dtype=float), "high": bars["high"].to_numpy(dtype=float),
-        "r2": logret ** 2, "volume": bars["volume"].to_numpy(dtype=float),
-        "quote_volume": bars["quote_volume"].to_numpy(dtype=float),
-        "trades": bars["trade_count"].to_numpy(dtype=float)})
-    g = df.groupby("bucket", sort=True)
-    agg = g.agg(last=("close", "last"), mean=("close", "mean"), std=("close", "std"),
-                min=("low", "min"), max=("high", "max"), first_open=("open", "first"),
-                r2=("r2", "sum"), volume=("volume", "sum"), qv=("quote_volume", "sum"),
-                trades=("trades", "sum"), n_bars=("close", "size"))
+    starts = np.r_[0, np.nonzero(np.diff(bucket))[0] + 1]
+    ends = np.r_[starts[1:], len(ns)]
+    cnt = (ends - starts).astype(float)
+    close = col("close")
+    r2 = np.r_[0.0, np.diff(np.log(close)) ** 2]
+    mean = np.add.reduceat(close, starts) / cnt
+    dev = close - np.repeat(mean, ends - starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(np.add.reduceat(dev * dev, starts) / (cnt - 1))
+    vol = np.add.reduceat(col("volume"), starts)
+    qv = np.add.reduceat(col("quote_volume"), starts)
+    last = close[ends - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = np.where(vol > 0, qv / np.where(vol > 0, vol, 1.0), np.nan)
     out = pd.DataFrame({
-        "last": agg["last"], "mean": agg["mean"], "std": agg["std"], "min": agg["min"],
-        "max": agg["max"], "return": agg["last"] / agg["first_open"] - 1.0,
-        "realised_vol": np.sqrt(agg["r2"]),
-        "volume": agg["volume"],
-        "vwap": np.where(agg["volume"] > 0, agg["qv"] / agg["volume"].where(agg["volume"] > 0), np.nan),
-        "trades": agg["trades"].astype(np.int64), "n_bars": agg["n_bars"].astype(np.int64)})
-    out.index = pd.DatetimeIndex(pd.to_datetime(agg.index.to_numpy(), utc=True), name="ts")
+        "last": last, "mean": mean, "std": np.where(cnt > 1, std, np.nan),
+        "min": np.minimum.reduceat(col("low"), starts), "max": np.maximum.reduceat(col("high"), starts),
+        "return": last / col("open")[starts] - 1.0, "realised_vol": np.sqrt(np.add.reduceat(r2, starts)),
+        "volume": vol, "vwap": vwap,
+        "trades": np.add.reduceat(col("trade_count"), starts).astype(np.int64),
+        "n_bars": (ends - starts).astype(np.int64)},
+        index=pd.DatetimeIndex(pd.to_datetime(bucket[starts], utc=True), name="ts"))
     return out
 
 
@@ -681,7 +690,7 @@ def _adf_design(x: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows t = lags..n-2 of [x_t, dx_{t-1}, ..., dx_{t-lags}] and dx_t (statsmodels' lagmat trim='both')."""
     dx = np.diff(x)
     nobs = len(dx) - lags
-    A = np.empty((nobs, lags + 2))
+    A = np.empty((nobs, lags + 2), order="F")      # column-major: each column is one contiguous copy
     A[:, 0] = x[lags: lags + nobs]
     for j in range(1, lags + 1):
         A[:, j] = dx[lags - j: lags - j + nobs]
@@ -697,6 +706,54 @@ def _chol_upper(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     G = An.T @ An
     L = np.linalg.cholesky(G)
     return L.T, norms
+
+
+def _adf_gram(x: np.ndarray, lags: int, center: bool) -> tuple[np.ndarray, int]:
+    """Gram matrix of the ADF columns [x_t, dx_t-1..dx_t-lags, dx_t] over rows t = lags..n-2 without
+    building the n x (lags+2) matrix: diff-lag products are full-length lagged dot products minus short
+    head/tail corrections (O(n*lags) flops, no large GEMM).  center=True partials out a constant."""
+    dx = np.diff(x)
+    m = len(dx)
+    K = lags
+    nobs = m - K
+    lev = x[K:m]
+    if center:
+        lev = lev - lev.mean()           # shift-invariant with a constant; avoids cancellation
+    G = np.empty((K + 2, K + 2))
+    # dx-column c (c = 0..K) is dx[K-c : m-c]; c = 0 is the dependent variable dx_t
+    dcols = np.empty(K + 1)              # column sums (for centring): telescoping sum of dx
+    for c in range(K + 1):
+        dcols[c] = x[m - c] - x[K - c]
+    D = np.empty((K + 1, K + 1))
+    for h in range(K + 1):
+        F = float(np.dot(dx[h:], dx[: m - h]))                   # sum_{u=h}^{m-1} dx[u] dx[u-h]
+        # head: p_h[u] for u = h..K-1 ; tail: p_h[u] for u = m-K..m-1 (only the last K-h needed)
+        head = dx[h:K] * dx[0: K - h]
+        hc = np.r_[0.0, np.cumsum(head)]                           # hc[c-h] = sum_{u=h}^{c-1}
+        tail = dx[m - (K - h): m] * dx[m - (K - h) - h: m - h] if K - h > 0 else np.empty(0)
+        tc = np.r_[0.0, np.cumsum(tail[::-1])]                     # tc[i] = sum of last i terms
+        i_idx = np.arange(0, K - h + 1)                             # pairs (i, j=i+h)
+        vals = F - hc[(K - i_idx) - h] - tc[i_idx]
+        D[i_idx, i_idx + h] = vals
+        D[i_idx + h, i_idx] = vals
+    G[1:, 1:] = D
+    G[0, 0] = float(np.dot(lev, lev))
+    for c in range(K + 1):
+        v = float(np.dot(lev, dx[K - c: m - c]))
+        G[0, c + 1] = G[c + 1, 0] = v
+    if center:
+        sums = np.r_[lev.sum(), dcols]
+        G -= np.outer(sums, sums) / nobs
+    # reorder to [level, lag1..lagK, y]
+    order = [0] + list(range(2, K + 2)) + [1]
+    return G[np.ix_(order, order)], nobs
+
+
+def _chol_gram(G: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of the unit-diagonal (correlation-scaled) Gram matrix."""
+    d = np.sqrt(np.diag(G))
+    d[d == 0] = 1.0
+    return np.linalg.cholesky(G / np.outer(d, d)).T, d
 
 
 def adf_test(x: np.ndarray, regression: str = "c", maxlag: int | None = None,
@@ -718,10 +775,14 @@ def adf_test(x: np.ndarray, regression: str = "c", maxlag: int | None = None,
     icbest = None
     if autolag:
         autolag = autolag.lower()
-        A, _ = _adf_design(x, maxlag)
-        nobs = A.shape[0]
-        A = _partial_out(A, _trend_matrix(nobs, regression))
-        R, norms = _chol_upper(A)
+        if regression in ("c", "n"):
+            G, nobs = _adf_gram(x, maxlag, center=regression == "c")
+            R, norms = _chol_gram(G)
+        else:
+            A, _ = _adf_design(x, maxlag)
+            nobs = A.shape[0]
+            A = _partial_out(A, _trend_matrix(nobs, regression))
+            R, norms = _chol_upper(A)
         p = maxlag + 1                     # columns: level, lag1..lagK ; y at index p
         z = R[:p, p]
         rho2 = R[p, p] ** 2
@@ -754,26 +815,21 @@ def adf_test(x: np.ndarray, regression: str = "c", maxlag: int | None = None,
         usedlag = bestlag
     else:
         usedlag = maxlag
-    A, _ = _adf_design(x, usedlag)
-    nobs = A.shape[0]
-    A = _partial_out(A, _trend_matrix(nobs, regression))
-    # put the level column last so its t-value comes straight from the triangular factor
-    order = list(range(1, usedlag + 1)) + [0, usedlag + 1]
-    A = A[:, order]
-    R, norms = _chol_upper(A)
     p = usedlag + 1
     k_total = p + ntrend
-    # refine: exact residuals from the solved coefficients (semi-normal equations)
-    coef_s = np.linalg.solve(R[:p, :p], R[:p, p])
-    coef = coef_s / norms[:p] * norms[p]
-    resid = A[:, p] - A[:, :p] @ coef
-    ssr = float(resid @ resid)
-    s2 = ssr / (nobs - k_total)
-    se_level = np.sqrt(s2) / (abs(R[p - 1, p - 1]) * norms[p - 1])
-    # one refinement step of the level coefficient using the exact residual
-    corr = np.linalg.solve(R[:p, :p], np.linalg.solve(R[:p, :p].T, (A[:, :p] / norms[:p]).T @ resid))
-    level_coef = coef[p - 1] + corr[p - 1] / norms[p - 1]
-    adfstat = float(level_coef / se_level)
+    # level column last: its t-value is R[p-1, p] / sqrt(s2) in the scaled factor (scale invariant)
+    order = list(range(1, usedlag + 1)) + [0, usedlag + 1]
+    if regression in ("c", "n"):
+        G, nobs = _adf_gram(x, usedlag, center=regression == "c")
+        R, _ = _chol_gram(G[np.ix_(order, order)])
+    else:
+        A, _ = _adf_design(x, usedlag)
+        nobs = A.shape[0]
+        A = _partial_out(A, _trend_matrix(nobs, regression))
+        A[:, :usedlag + 1] = A[:, [*range(1, usedlag + 1), 0]]
+        R, _ = _chol_upper(A)
+    s2_scaled = R[p, p] ** 2 / (nobs - k_total)
+    adfstat = float(np.sign(R[p - 1, p - 1]) * R[p - 1, p] / np.sqrt(s2_scaled))
     pvalue = float(mackinnonp(adfstat, regression=regression, N=1))
     cv = mackinnoncrit(N=1, regression=regression, nobs=nobs)
     return ADFResult(adfstat, pvalue, int(usedlag), int(nobs),
@@ -968,34 +1024,46 @@ def backtest_mean_reversion(z: np.ndarray | pd.Series, price_a: np.ndarray, pric
     pos_b = np.zeros(n)
     fees = np.zeros(n)
     capital = np.zeros(n)
-    rows = []
-    for s, f, e_sig, g, side, qb, was_stop in trades:
-        end = g if g is not None else n - 1
+    m = len(trades)
+    tr = np.array([(s, f, -1 if e is None else e, -1 if g is None else g, side, st)
+                   for s, f, e, g, side, _, st in trades], dtype=np.int64).reshape(m, 6)
+    qbs = np.array([t[5] for t in trades], dtype=float)
+    fee_in = np.zeros(m)
+    fee_out = np.zeros(m)
+    pnl = np.zeros(m)
+    notional = np.zeros(m)
+    for k in range(m):
+        s, f, e_sig, g, side, _ = tr[k]
+        qb = qbs[k]
+        end = g if g >= 0 else n - 1
         pos_a[f + 1: end + 1] = side
         pos_b[f + 1: end + 1] = qb
-        notional = abs(side) * pa[f] + abs(qb) * pb[f]
-        capital[f: end + 1] = notional
-        fee_in = fee * notional
-        fees[f] += fee_in
-        if g is not None:
-            fee_out = fee * (abs(side) * pa[g] + abs(qb) * pb[g])
-            fees[g] += fee_out
-            gross = side * (pa[g] - pa[f]) + qb * (pb[g] - pb[f])
-            pnl = gross - fee_in - fee_out
-        else:
-            gross = side * (pa[end] - pa[f]) + qb * (pb[end] - pb[f])
-            pnl = gross - fee_in
-        rows.append({
-            "signal_time": index[s], "entry_time": index[f],
-            "exit_signal_time": index[e_sig] if e_sig is not None else None,
-            "exit_time": index[g] if g is not None else None,
-            "side": "long" if side == 1 else "short", "qty_a": float(side), "qty_b": qb,
-            "entry_z": float(z[s]), "exit_z": float(z[e_sig]) if e_sig is not None else np.nan,
-            "entry_price_a": pa[f], "entry_price_b": pb[f],
-            "exit_price_a": pa[g] if g is not None else np.nan,
-            "exit_price_b": pb[g] if g is not None else np.nan,
-            "fees": fee_in + (fee_out if g is not None else 0.0), "pnl": pnl,
-            "return": pnl / notional, "stopped": bool(was_stop), "open": g is None})
+        notional[k] = abs(side) * pa[f] + abs(qb) * pb[f]
+        capital[f: end + 1] = notional[k]
+        fee_in[k] = fee * notional[k]
+        fees[f] += fee_in[k]
+        if g >= 0:
+            fee_out[k] = fee * (abs(side) * pa[g] + abs(qb) * pb[g])
+            fees[g] += fee_out[k]
+        pnl[k] = side * (pa[end] - pa[f]) + qb * (pb[end] - pb[f]) - fee_in[k] - fee_out[k]
+    s_i, f_i, e_i, g_i, side_i = (tr[:, c] for c in range(5))
+    has_e, has_g = e_i >= 0, g_i >= 0
+
+    def at(idx: np.ndarray, ok: np.ndarray, arr):
+        if isinstance(arr, pd.Index):
+            vals = pd.Series(arr.take(np.where(ok, idx, 0)))
+            vals[~ok] = None
+            return vals.to_numpy()
+        return np.where(ok, arr[np.where(ok, idx, 0)], np.nan)
+    tdf = pd.DataFrame({
+        "signal_time": index.take(s_i), "entry_time": index.take(f_i),
+        "exit_signal_time": at(e_i, has_e, index), "exit_time": at(g_i, has_g, index),
+        "side": np.where(side_i == 1, "long", "short"), "qty_a": side_i.astype(float), "qty_b": qbs,
+        "entry_z": z[s_i], "exit_z": at(e_i, has_e, z), "entry_price_a": pa[f_i], "entry_price_b": pb[f_i],
+        "exit_price_a": at(g_i, has_g, pa), "exit_price_b": at(g_i, has_g, pb),
+        "fees": fee_in + fee_out, "pnl": pnl,
+        "return": np.divide(pnl, notional, out=np.full(m, np.nan), where=notional > 0),
+        "stopped": tr[:, 5].astype(bool), "open": ~has_g})
     dpa = np.r_[0.0, np.diff(pa)]
     dpb = np.r_[0.0, np.diff(pb)]
     pnl_bar = pos_a * dpa + pos_b * dpb - fees
@@ -1008,10 +1076,6 @@ def backtest_mean_reversion(z: np.ndarray | pd.Series, price_a: np.ndarray, pric
     max_dd = float(np.max(peak - cum_ret)) if n else 0.0
     sd = float(np.std(ret, ddof=1)) if n > 1 else float("nan")
     sharpe = float(np.mean(ret) / sd * np.sqrt(SECONDS_PER_YEAR / bar_seconds)) if sd > 0 else float("nan")
-    tdf = pd.DataFrame(rows, columns=["signal_time", "entry_time", "exit_signal_time", "exit_time", "side",
-                                      "qty_a", "qty_b", "entry_z", "exit_z", "entry_price_a",
-                                      "entry_price_b", "exit_price_a", "exit_price_b", "fees", "pnl",
-                                      "return", "stopped", "open"])
     closed = tdf[~tdf["open"]] if len(tdf) else tdf
     win_rate = float((closed["pnl"] > 0).mean()) if len(closed) else float("nan")
     eq = pd.DataFrame({"position": pos_a, "qty_b": pos_b, "pnl": pnl_bar, "equity": equity, "ret": ret,
