@@ -42,6 +42,7 @@ POOL_MAX_CONNECTIONS = 8
 ONE_BAR = timedelta(seconds=1)     # bars_1s resolution: end of window = newest bar start + 1 s
 TICKS_EXPORT_LIMIT = 200_000
 ALERT_EVENTS_LIMIT = 500
+REFRESH_STALL_SECONDS = 30.0       # a refresh that never answered (error) stops holding back the bar clock
 STATS_TABLE_ROWS_PER_KEY = 1       # on-screen stats table: the latest bucket per symbol and interval
 GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
@@ -423,7 +424,8 @@ def build_layout() -> html.Div:
     return html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="view"),
-        dcc.Store(id="bar-key"),
+        dcc.Store(id="bar-key"),       # {"key": tf:bucket of the newest bar, "at": epoch s it was set}
+        dcc.Store(id="rendered"),      # {"view": view the figures show, "key": bar-key they show}
         dcc.Interval(id="tick", interval=TICK_MS),
         dcc.Download(id="download"),
         html.Div(className="topbar", children=[
@@ -580,8 +582,8 @@ HEALTH_COLUMNS = [{"field": c, "headerName": c} for c in
 @app.callback(Output("ticker", "children"), Output("health-grid", "rowData"), Output("health-grid", "columnDefs"),
               Output("stale-banner", "children"), Output("feed-badge", "children"), Output("feed-badge", "className"),
               Output("bar-key", "data"),
-              Input("tick", "n_intervals"), State("view", "data"), State("bar-key", "data"))
-def tick(_: int | None, view_data: dict | None, bar_key: str | None) -> tuple:
+              Input("tick", "n_intervals"), State("view", "data"), State("bar-key", "data"), State("rendered", "data"))
+def tick(_: int | None, view_data: dict | None, bar_key: dict | None, rendered: dict | None) -> tuple:
     """Every second: tick-level numbers, feed health, and the bar clock (changes only when a bar closes)."""
     if not view_data:
         return (no_update,) * 7
@@ -595,7 +597,20 @@ def tick(_: int | None, view_data: dict | None, bar_key: str | None) -> tuple:
     stale = view.a in stale_symbols or view.b in stale_symbols
     return (ticker_items(view, prices, source.latest_view_data(view)), rows, HEALTH_COLUMNS, stale_banner(stale_symbols),
             "STALE" if stale else "LIVE", "badge stale" if stale else "badge live",
-            key if key != bar_key else no_update)
+            next_bar_key(key, bar_key, rendered, time.time()))
+
+
+def next_bar_key(key: str, bar_key: dict | None, rendered: dict | None, now: float) -> dict | Any:
+    """A new bar-key only when a bar closed AND the charts already show the previous one.
+
+    Dash drops a pending callback's result when its input changes again, so a refresh slower than one bar
+    would be superseded forever; waiting for `rendered` (or REFRESH_STALL_SECONDS) guarantees progress."""
+    if bar_key is not None and key == bar_key.get("key"):
+        return no_update
+    waiting = bar_key is not None and (rendered or {}).get("key") != bar_key
+    if waiting and now - float(bar_key.get("at", 0)) < REFRESH_STALL_SECONDS:
+        return no_update
+    return {"key": key, "at": now}
 
 
 FIGURE_IDS = ("candles-a", "candles-b", "pair", "heatmap", "leadlag", "equity")
@@ -607,16 +622,17 @@ def view_charts(data: ViewData) -> dict[str, tuple[figures.Figure, figures.Array
     view, pair = data.view, data.pair
     trades = pair.backtest.trades if pair.backtest is not None else None
     equity = pair.backtest.equity if pair.backtest is not None else None
+    webgl = len(pair.series) > figures.GL_MIN_POINTS
     return {
         "candles-a": (figures.candles_skeleton(view.a), figures.candles_arrays(data.bars[view.a]),
                       figures.level_shapes(pair.levels.get(view.a))),
         "candles-b": (figures.candles_skeleton(view.b), figures.candles_arrays(data.bars[view.b]),
                       figures.level_shapes(pair.levels.get(view.b))),
-        "pair": (figures.pair_skeleton(view.a, view.b, view.entry, view.exit, view.stop),
+        "pair": (figures.pair_skeleton(view.a, view.b, view.entry, view.exit, view.stop, webgl),
                  figures.pair_arrays(pair.series, view.window, view.entry, trades), None),
         "heatmap": (figures.heatmap_skeleton(), figures.heatmap_arrays(data.corr_all), None),
         "leadlag": (figures.lead_lag_skeleton(), figures.lead_lag_arrays(pair.lead_lag), None),
-        "equity": (figures.equity_skeleton(), figures.equity_arrays(equity), None),
+        "equity": (figures.equity_skeleton(webgl), figures.equity_arrays(equity), None),
     }
 
 
@@ -646,14 +662,15 @@ def export_links(view: View) -> list:
               Output("stats-grid", "rowData"), Output("stats-grid", "columnDefs"),
               Output("trades-grid", "rowData"), Output("trades-grid", "columnDefs"),
               Output("alerts-grid", "rowData"), Output("alerts-grid", "columnDefs"), Output("export-links", "children"),
-              Input("view", "data"), Input("bar-key", "data"))
-def refresh(view_data: dict | None, _bar_key: str | None) -> tuple:
-    """View change: whole figures. Bar close: Patch replacing trace arrays (zoom/pan/legend untouched)."""
+              Output("rendered", "data"),
+              Input("view", "data"), Input("bar-key", "data"), State("rendered", "data"))
+def refresh(view_data: dict | None, bar_key: dict | None, rendered: dict | None) -> tuple:
+    """New view: whole figures. Bar close on the same view: Patch replacing trace arrays (zoom/pan/legend kept)."""
     if not view_data:
-        return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 9)
+        return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 10)
     data = source.view_data(View(**view_data))
     charts = view_charts(data)
-    if ctx.triggered_id == "bar-key":
+    if rendered is not None and rendered.get("view") == view_data:
         figs = [figures.patch(arrays, shapes) for _, arrays, shapes in (charts[i] for i in FIGURE_IDS)]
     else:
         figs = [figures.fill(*charts[i]) for i in FIGURE_IDS]
@@ -663,7 +680,7 @@ def refresh(view_data: dict | None, _bar_key: str | None) -> tuple:
     alert_rows, alert_cols = grid_rows(source.alerts())
     return (*figs, *[ready[i] for i in READY_IDS], kv_table(metric_rows(data.pair)),
             kv_table(backtest_rows(data.pair)), stats_rows, stats_cols, trade_rows, trade_cols,
-            alert_rows, alert_cols, export_links(data.view))
+            alert_rows, alert_cols, export_links(data.view), {"view": view_data, "key": bar_key})
 
 
 @app.callback(Output("adf-result", "children"), Input("run-adf", "n_clicks"), State("view", "data"),

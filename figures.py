@@ -43,6 +43,7 @@ PAIR_ROW_HEIGHTS = (0.28, 0.26, 0.26, 0.20)
 MARKER_SIZE = 9
 NORMALISED_BASE = 100.0
 NS_PER_MS = 1_000_000
+GL_MIN_POINTS = 5_000                     # above this many points per series: Scattergl (WebGL)
 
 Figure = dict[str, Any]
 Arrays = list[dict[str, Any]]             # per trace index: {"x": ..., "y": ...}
@@ -162,24 +163,26 @@ def candles_figure(symbol: str, bars: pd.DataFrame, levels: pd.DataFrame | None 
 # 8 short entries, 9 exits, 10 rolling correlation)
 # ---------------------------------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def pair_skeleton(symbol_a: str, symbol_b: str, entry_z: float, exit_z: float, stop_z: float) -> Figure:
-    """Four stacked panes sharing the x axis; entry/exit/stop lines on the z pane."""
+def pair_skeleton(symbol_a: str, symbol_b: str, entry_z: float, exit_z: float, stop_z: float,
+                  webgl: bool = False) -> Figure:
+    """Four stacked panes sharing the x axis; entry/exit/stop lines on the z pane; WebGL for long series."""
+    Scatter = go.Scattergl if webgl else go.Scatter  # noqa: N806 (a trace class)
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.025,
                         row_heights=list(PAIR_ROW_HEIGHTS))
     line = lambda color, width=1.2, dash=None: dict(color=color, width=width, dash=dash)  # noqa: E731
-    fig.add_trace(go.Scattergl(x=[], y=[], name=f"{symbol_a} (=100)", line=line(SERIES_A)), row=1, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name=f"{symbol_b} (=100)", line=line(SERIES_B)), row=1, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name="spread", line=line(TEXT, 1)), row=2, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name=f"±{entry_z:g}σ band", line=line(BAND, 1)), row=2, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name="band low", line=line(BAND, 1), showlegend=False), row=2, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name="mean", line=line(MUTED, 1, "dot")), row=2, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name="z", line=line(ACCENT)), row=3, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name=f"{symbol_a} (=100)", line=line(SERIES_A)), row=1, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name=f"{symbol_b} (=100)", line=line(SERIES_B)), row=1, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name="spread", line=line(TEXT, 1)), row=2, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name=f"±{entry_z:g}σ band", line=line(BAND, 1)), row=2, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name="band low", line=line(BAND, 1), showlegend=False), row=2, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name="mean", line=line(MUTED, 1, "dot")), row=2, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name="z", line=line(ACCENT)), row=3, col=1)
     for name, symbol, color in (("long entry", "triangle-up", UP), ("short entry", "triangle-down", DOWN),
                                 ("exit", "x", TEXT)):
-        fig.add_trace(go.Scattergl(x=[], y=[], name=name, mode="markers",
+        fig.add_trace(Scatter(x=[], y=[], name=name, mode="markers",
                                    marker=dict(symbol=symbol, size=MARKER_SIZE, color=color,
                                                line=dict(width=1, color=BG))), row=3, col=1)
-    fig.add_trace(go.Scattergl(x=[], y=[], name="rolling corr", line=line(SERIES_B, 1)), row=4, col=1)
+    fig.add_trace(Scatter(x=[], y=[], name="rolling corr", line=line(SERIES_B, 1)), row=4, col=1)
     levels = [(entry_z, DOWN, "dash"), (-entry_z, UP, "dash"), (exit_z, MUTED, "dot")]
     if stop_z:
         levels += [(stop_z, DOWN, "solid"), (-stop_z, UP, "solid")]
@@ -228,8 +231,8 @@ def trade_arrays(trades: pd.DataFrame | None) -> Arrays:
 def pair_figure(series: pd.DataFrame, window: int, entry_z: float, exit_z: float, stop_z: float,
                 trades: pd.DataFrame | None, symbol_a: str, symbol_b: str) -> Figure:
     """Whole pair figure."""
-    return fill(pair_skeleton(symbol_a, symbol_b, float(entry_z), float(exit_z), float(stop_z or 0)),
-                pair_arrays(series, window, entry_z, trades))
+    return fill(pair_skeleton(symbol_a, symbol_b, float(entry_z), float(exit_z), float(stop_z or 0),
+                              len(series) > GL_MIN_POINTS), pair_arrays(series, window, entry_z, trades))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -277,10 +280,10 @@ def lead_lag_figure(lead_lag: pd.DataFrame | None) -> Figure:
     return fill(lead_lag_skeleton(), lead_lag_arrays(lead_lag))
 
 
-@lru_cache(maxsize=1)
-def equity_skeleton() -> Figure:
+@lru_cache(maxsize=2)
+def equity_skeleton(webgl: bool = False) -> Figure:
     """Backtest equity (quote currency, after fees)."""
-    fig = go.Figure(go.Scattergl(x=[], y=[], name="equity", line=dict(color=UP, width=1.2)))
+    fig = go.Figure((go.Scattergl if webgl else go.Scatter)(x=[], y=[], name="equity", line=dict(color=UP, width=1.2)))
     fig.update_xaxes(type="date")
     fig.update_yaxes(side="right")
     return _style(fig, showlegend=False)
@@ -294,4 +297,4 @@ def equity_arrays(equity: pd.DataFrame | None) -> Arrays:
 
 def equity_figure(equity: pd.DataFrame | None) -> Figure:
     """Whole equity figure."""
-    return fill(equity_skeleton(), equity_arrays(equity))
+    return fill(equity_skeleton(equity is not None and len(equity) > GL_MIN_POINTS), equity_arrays(equity))
