@@ -117,8 +117,8 @@ class SyntheticMarket:
 
 
 @contextmanager
-def market_database(pg_base_dsn: str) -> Iterator[tuple[str, SyntheticMarket]]:
-    """A fresh database with the schema and synthetic history for SYMBOLS; dropped afterwards."""
+def empty_database(pg_base_dsn: str) -> Iterator[str]:
+    """A fresh database with the schema applied; dropped afterwards."""
     name = "dash_" + uuid.uuid4().hex[:10]
     admin = psycopg2.connect(pg_base_dsn)
     admin.autocommit = True
@@ -128,11 +128,18 @@ def market_database(pg_base_dsn: str) -> Iterator[tuple[str, SyntheticMarket]]:
     url = head.rsplit("/", 1)[0] + "/" + name + sep + query
     try:
         database.apply_migrations(url)
-        yield url, SyntheticMarket(url)
+        yield url
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def market_database(pg_base_dsn: str) -> Iterator[tuple[str, SyntheticMarket]]:
+    """A fresh database with synthetic history for SYMBOLS: (dsn, market)."""
+    with empty_database(pg_base_dsn) as url:
+        yield url, SyntheticMarket(url)
 
 
 # ---------------------------------------------------------------------------------------------------

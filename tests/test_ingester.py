@@ -103,6 +103,7 @@ def test_restart_resumes_from_last_stored_id_and_backfills(dsn, tmp_path):
         assert first.stop()[0] == 0
         time.sleep(3.0)  # trades printed while no ingester runs
         second = IngesterProcess(dsn, exchange.ws_url, exchange.rest_url, "btcusdt,ethusdt", tmp_path / "2.log")
+        assert wait_until(lambda: "connected to" in second.log(), 60)
         time.sleep(4.0)
         exchange.pause()
         time.sleep(3.0)
@@ -125,6 +126,7 @@ def test_backfill_is_bounded_by_backfill_max(dsn, tmp_path):
         time.sleep(2.0)
         second = IngesterProcess(dsn, exchange.ws_url, exchange.rest_url, "btcusdt", tmp_path / "2.log",
                                  backfill_max=50)
+        assert wait_until(lambda: "connected to" in second.log(), 60)
         time.sleep(3.0)
         exchange.pause()
         time.sleep(2.5)
