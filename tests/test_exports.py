@@ -73,6 +73,8 @@ def insert_bars(conn, symbol: str, bars: pd.DataFrame, first_trade_id: int) -> i
                               "price": bars["close"].to_numpy(), "qty": bars["volume"].to_numpy(),
                               "is_buyer_maker": (trade_ids % 2 == 0)})
     with conn.cursor() as cur:
+        for day in sorted({t.date() for t in tick_rows["ts"]}):
+            cur.execute("SELECT ensure_tick_partition(%s)", (day,))  # ticks is partitioned by day
         for table, frame in (("bars_1s", bar_rows), ("ticks", tick_rows)):
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, header=False, date_format="%Y-%m-%dT%H:%M:%S.%f+00:00")
