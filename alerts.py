@@ -29,7 +29,22 @@ Semantics of a rule ``metric operator threshold``:
     when the ingester commits bars). price is the last trade price; when one ingester batch updated several
     1-second bars since the last cycle, each bar's close is observed in turn.
   * State (armed, last value, last observed time, last fired time) lives in alert_state and is written in
-    the same transaction as the events, so a restart neither re-fires nor forgets.
+    the same transaction as the events, so a restart neither re-fires nor forgets. Editing, disabling or
+    re-enabling a rule bumps its version, which resets its state; deleting it deletes its state and keeps
+    its events (rule_id NULL). An event is only inserted if its rule still exists, is enabled and unedited.
+
+When it runs: one process holds PostgreSQL advisory lock database.ALERT_EVALUATOR_LOCK_ID on its only
+connection (a second `python alerts.py` waits for it, so nothing fires twice). It LISTENs on
+'alerts_wakeup', which triggers on bars_1s (each ingester commit) and alert_rules NOTIFY, and otherwise wakes
+just after every whole second. Measured with bench/bench_alerts.py: event stored ~30 ms (p50) after the tick
+commits; polling alone would cost up to a second more.
+
+Webhooks: a rule's optional webhook_url receives a POST of the event as JSON (see webhook_body) with headers
+X-Alert-Event-Id and X-Alert-Signature: sha256=<hex HMAC-SHA256 of the raw body with ALERT_WEBHOOK_SECRET>
+(receivers: recompute and compare with hmac.compare_digest; dedupe on the event id, delivery is
+at-least-once). Timeout ALERT_WEBHOOK_TIMEOUT_SECONDS, up to ALERT_WEBHOOK_ATTEMPTS tries with backoff
+1, 2, 4 ... s on network errors, 5xx and 429; other 4xx and redirects fail at once. The outcome is stored on
+the event (webhook_status, webhook_attempts, webhook_error); deliveries left pending resume on restart.
 """
 from __future__ import annotations
 

@@ -462,16 +462,19 @@ def alert_feed_health(cur, symbols: Sequence[str]) -> dict[str, tuple]:
     cur.execute(ALERT_FEED_HEALTH_SQL, {"symbols": list(symbols)})
     return {row[0]: tuple(row[1:]) for row in cur.fetchall()}
 
-# Closes of the 1-second bars of a symbol whose last trade is newer than %(since)s, oldest first.
+# Closes of the (at most %(limit)s newest) 1-second bars of a symbol whose last trade is newer than %(since)s,
+# oldest first.
 NEW_CLOSES_SQL = """
-SELECT close_ts, close FROM bars_1s
-WHERE symbol = %(symbol)s AND ts >= date_trunc('second', %(since)s) AND close_ts > %(since)s
-ORDER BY ts LIMIT %(limit)s
+SELECT close_ts, close FROM (
+    SELECT ts, close_ts, close FROM bars_1s
+    WHERE symbol = %(symbol)s AND ts >= date_trunc('second', %(since)s) AND close_ts > %(since)s
+    ORDER BY ts DESC LIMIT %(limit)s
+) newest ORDER BY ts
 """
 
 
 def new_closes(cur, symbol: str, since, limit: int) -> list[tuple]:
-    """(time of last trade, close) of each 1-second bar of `symbol` updated after `since`, oldest first."""
+    """(time of last trade, close) of the newest `limit` 1-second bars of `symbol` updated after `since`, oldest first."""
     cur.execute(NEW_CLOSES_SQL, {"symbol": symbol, "since": since, "limit": limit})
     return cur.fetchall()
 
