@@ -33,7 +33,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 import database
-from settings import Settings, configure_logging, load_settings_or_exit
+from settings import EXIT_BAD_SETTINGS, Settings, configure_logging, load_settings_or_exit
 
 log = logging.getLogger("ingester")
 
@@ -676,6 +676,21 @@ class Ingester:
         return f"p50={pick(0.5):.3f}s p99={pick(0.99):.3f}s"
 
 
+def unknown_symbols(rest_url: str, symbols: tuple[str, ...]) -> list[str] | None:
+    """Symbols the exchange's exchangeInfo rejects (HTTP 400); None when the REST API cannot be reached."""
+    unknown = []
+    for symbol in symbols:
+        try:
+            status, _, body = _http_get_json(f"{rest_url}/api/v3/exchangeInfo?{urlencode({'symbol': symbol})}")
+        except (OSError, ValueError):
+            return None
+        if status == 400:
+            unknown.append(symbol)
+        elif status != 200:
+            return None
+    return unknown
+
+
 def main(argv: list[str]) -> int:
     """Entry point: `python main.py` streams."""
     settings = load_settings_or_exit()
@@ -683,6 +698,14 @@ def main(argv: list[str]) -> int:
     if argv[1:2] == ["import"]:
         import importer  # imported here: importer imports this module
         return importer.main(argv[2:], settings)
+    unknown = unknown_symbols(settings.binance_rest_url, settings.symbols)
+    if unknown:
+        print(f"bad setting: SYMBOLS: {', '.join(unknown)} not listed by {settings.binance_rest_url}/api/v3/exchangeInfo",
+              file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    if unknown is None:
+        log.warning("could not check SYMBOLS against %s (exchange unreachable); streaming anyway",
+                    settings.binance_rest_url)
     dsn = database.ensure_database(settings)
     database.apply_migrations(dsn)
     return asyncio.run(Ingester(settings, dsn).run())

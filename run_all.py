@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import database
-from settings import PROJECT_DIR, Settings, SettingsError, configure_logging, load_settings_or_exit, parse_symbols
+from settings import EXIT_BAD_SETTINGS, PROJECT_DIR, Settings, SettingsError, configure_logging, load_settings_or_exit, parse_symbols
 
 log = logging.getLogger("run_all")
 
@@ -120,6 +120,10 @@ def supervise(children: list[Child], stop_requested: list[bool]) -> None:
             code = child.process.poll() if child.process else None
             if child.process is not None and code is None:
                 continue
+            if code == EXIT_BAD_SETTINGS:
+                log.error("%s stopped on a bad setting (see its message above); stopping everything", child.name)
+                stop_requested[0] = True
+                return
             if child.process is not None and child.next_start == 0.0:
                 ran = now - child.started_at
                 child.restarts = 0 if ran >= HEALTHY_RUN_SECONDS else child.restarts + 1

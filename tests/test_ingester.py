@@ -235,3 +235,16 @@ def test_database_stopped_and_restarted_mid_stream_loses_nothing(tmp_path):
     assert code == 0
     log = ingester.log()
     assert "database write failed" in log and "database back" in log and "gap filled" in log
+
+
+def test_symbol_unknown_to_the_exchange_is_a_bad_setting(dsn, tmp_path):
+    exchange = DemoExchange(symbols=["BTCUSDT"], seed=12, rate=10).start_in_thread()
+    ingester = IngesterProcess(dsn, exchange.ws_url, exchange.rest_url, "btcusdt,nosuchcoin", tmp_path / "i.log")
+    try:
+        code = ingester.process.wait(timeout=60)
+    finally:
+        ingester.stop()
+        exchange.stop_in_thread()
+    assert code == 2
+    assert ingester.log().strip().splitlines()[-1] == (
+        f"bad setting: SYMBOLS: NOSUCHCOIN not listed by {exchange.rest_url}/api/v3/exchangeInfo")
