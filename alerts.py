@@ -114,6 +114,8 @@ DEFAULT_PRICE_HYSTERESIS_FRACTION = 0.0005  # 5 bp of the threshold
 THRESHOLD_RANGES = {"correlation": (-1.0, 1.0), "adf_pvalue": (0.0, 1.0), "feed_lag": (0.0, math.inf),
                     "staleness": (0.0, math.inf), "price": (0.0, math.inf)}
 READ_ONLY_FIELDS = ("id", "version", "created_at", "updated_at")
+MAX_EVENTS_LIMIT = 10_000
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # evaluation order inside a cycle: cheap metrics first, so their events are stored before slow ones run
 RULE_COST_ORDER = {"price": 0, "feed_lag": 0, "staleness": 0, "return": 1, "spread": 2, "hedge_ratio": 2,
                    "zscore": 2, "correlation": 2, "adf_pvalue": 3}
@@ -395,7 +397,8 @@ def list_rules(conn, enabled_only: bool = False) -> list[Rule]:
 def list_events(conn, since: datetime | None = None, limit: int = 500, after_id: int | None = None,
                 rule_id: int | None = None) -> list[AlertEvent]:
     """Events newest first: fired at/after `since`, with id > `after_id` (for live polling), of one rule."""
-    rows = database.fetch_alert_events(conn, since=since, after_id=after_id, rule_id=rule_id, limit=int(limit))
+    limit = max(1, min(int(limit), MAX_EVENTS_LIMIT))
+    rows = database.fetch_alert_events(conn, since=since, after_id=after_id, rule_id=rule_id, limit=limit)
     return [AlertEvent(**row) for row in rows]
 
 
@@ -410,9 +413,17 @@ def events_frame(events: Iterable[AlertEvent]) -> pd.DataFrame:
     return frame
 
 
+def _defuse_formula(text: Any) -> Any:
+    """Prefix text a spreadsheet would run as a formula (=, +, -, @, tab, CR) with an apostrophe."""
+    return "'" + text if isinstance(text, str) and text[:1] in CSV_FORMULA_PREFIXES else text
+
+
 def events_csv(events: Iterable[AlertEvent]) -> str:
-    """Events as CSV text (ISO-8601 UTC times) for the download button."""
-    return events_frame(events).to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    """Events as CSV text (ISO-8601 UTC times) for the download button; user text cannot become a formula."""
+    frame = events_frame(events)
+    for column in ("rule_name", "message", "symbols", "webhook_url", "webhook_error"):
+        frame[column] = frame[column].map(_defuse_formula)
+    return frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -307,7 +307,7 @@ def test_zscore_is_causal_and_fires_once_per_excursion(conn, evaluator):
 
 
 def test_events_frame_and_csv(conn, evaluator):
-    alerts.create_rule(conn, rule(hysteresis=0))
+    alerts.create_rule(conn, rule(name="=HYPERLINK(\"http://x\")", hysteresis=0))
     feed_prices(conn, evaluator, [99, 101, 99, 102])
     got = alerts.list_events(conn, limit=10)
     assert [e.value for e in got] == [102, 101]  # newest first
@@ -317,6 +317,7 @@ def test_events_frame_and_csv(conn, evaluator):
     assert list(frame.columns) == list(alerts.EVENT_FRAME_COLUMNS) and str(frame["fired_at"].dt.tz) == "UTC"
     csv = alerts.events_csv(got)
     assert csv.splitlines()[0].startswith("id,rule_id") and len(csv.splitlines()) == 3
+    assert ",=HYPERLINK" not in csv and '"=HYPERLINK' not in csv and "'=HYPERLINK" in csv  # no formula injection
     assert alerts.events_frame([]).empty
 
 
