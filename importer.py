@@ -276,19 +276,30 @@ def tick_copy_dtype(symbol_bytes: int) -> np.dtype:
                      ("maker_len", ">i4"), ("maker", "i1")])
 
 
+_ANY = r"[^,\r\n]*+"  # a column the row parser ignores (quoteQty, isBestMatch); possessive: no backtracking
+_INT = r"[0-9]++"
+_DECIMAL = r"[0-9.]++(?:[eE][-+]?+[0-9]++)?+"  # plain decimals only; anything else goes to the row parser
+_BOOL = "(?:" + "|".join(TRUE_TEXTS + FALSE_TEXTS) + ")"
+TRADE_CHUNK_SHAPES = {  # a whole chunk in one C-level match (pandas alone takes "5.0" as an id, "1" as True)
+    columns: re.compile(rf"(?:{_INT},{_DECIMAL},{_DECIMAL},{_ANY},{_INT},{_BOOL}{f',{_ANY}' * (columns - 6)}\r?\n)*+")
+    for columns in TRADE_COLUMN_COUNTS}
+TRADE_USED_COLUMNS = (0, 1, 2, 4, 5)  # id, price, qty, time, isBuyerMaker
+
+
 def read_trade_chunk(text: str, columns: int) -> pd.DataFrame:
-    """Strict pandas parse of trade lines (every column typed, so a missing or odd field raises)."""
-    dtypes = {0: np.int64, 1: np.float64, 2: np.float64, 3: np.float64, 4: np.int64, 5: bool, 6: bool}
-    return pd.read_csv(io.StringIO(text), header=None, names=list(range(columns)),
-                       dtype={c: dtypes[c] for c in range(columns)}, true_values=list(TRUE_TEXTS),
-                       false_values=list(FALSE_TEXTS), engine="c", quoting=csv.QUOTE_NONE,
-                       skip_blank_lines=False, na_filter=False)
+    """Typed pandas parse of the used columns of trade lines already checked by TRADE_CHUNK_SHAPES."""
+    dtypes = {0: np.int64, 1: np.float64, 2: np.float64, 4: np.int64, 5: bool}
+    return pd.read_csv(io.StringIO(text), header=None, names=list(range(columns)), usecols=list(TRADE_USED_COLUMNS),
+                       dtype=dtypes, true_values=list(TRUE_TEXTS), false_values=list(FALSE_TEXTS), engine="c",
+                       quoting=csv.QUOTE_NONE, skip_blank_lines=False, na_filter=False)
 
 
 def trade_chunk_fast(lines: list[str], columns: int, context: FileContext) -> tuple[bytes, np.ndarray] | None:
     """(binary COPY rows, indexes of lines left for the per-row parser), or None if pandas refuses the chunk."""
     text = "".join(lines)
-    if text.count(",") != len(lines) * (columns - 1):  # with every field typed: exactly `columns` per line
+    if not text.endswith("\n"):
+        text += "\n"
+    if not TRADE_CHUNK_SHAPES[columns].fullmatch(text):  # pandas alone would take "5.0" as an id, or extra columns
         return None
     try:
         frame = read_trade_chunk(text, columns)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 import importer
 from main import MAX_CLOCK_AHEAD_MS, MIN_TRADE_TIME_MS, SHUTDOWN, MalformedFrame, parse_frame
 
-EXAMPLES = 300  # per property; the whole file stays well under a minute
-DB_EXAMPLES = 8  # the property that imports into a real database
+EXAMPLES = 150  # per property; the whole file stays around a minute even on a busy machine
+DB_EXAMPLES = 5  # the property that imports into a real database
 MAX_BIGINT = 2 ** 63 - 1
 SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
 NOW = datetime.now(timezone.utc)
@@ -223,9 +223,10 @@ def test_import_stores_exactly_the_valid_rows(dsn: str, tmp_path: Path, lines: l
         cur.execute("TRUNCATE ticks, bars_1s")
     conn.close()
     [report] = asyncio.run(importer.import_paths(dsn, [path], batch_rows=16))
-    assert report.error == ""
+    # a whole file may be refused (empty, or its first row has no trades shape): then nothing is stored
+    assert report.error in ("", "empty file") or report.error.startswith("looks like trades but has")
     accepted = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[:0 if report.error else None]:
         row = parse_or_refuse(importer.parse_trade_line, line)
         if row is not None:
             accepted.setdefault(as_comparable(row)[:2], as_comparable(row))  # first of a duplicate key wins
