@@ -31,7 +31,7 @@ HUBER_T = 1.345                         # statsmodels HuberT default tuning cons
 HUBER_MAXITER = 50                      # statsmodels RLM.fit defaults
 HUBER_TOL = 1e-8
 MAD_NORMAL_CONST = 0.6744897501960817   # scipy.stats.norm.ppf(0.75), statsmodels mad() default
-THEIL_SEN_EXACT_MAX = 2000              # above this many points Theil-Sen uses a deterministic subsample
+THEIL_SEN_EXACT_MAX = 1000              # above this many points Theil-Sen uses a deterministic subsample
 KALMAN_DELTA = 1e-4                     # random-walk state noise: Q = delta/(1-delta) * n0 * P0
 KALMAN_WARMUP_MIN = 10                  # min bars in the OLS warm-up that initialises the filter
 HURST_MAX_LAG = 100                     # Hurst: lags 2..HURST_MAX_LAG of the lagged-difference std
@@ -44,6 +44,9 @@ VOLUME_PROFILE_TOP = 3
 STATS_INTERVALS = (60, 300, 900, 3600)  # seconds; intervals < bar_seconds are skipped
 EXPANDING_REFIT_MIN_STEP = 60           # causal static-estimator refit schedule (see causal_hedge_path)
 EXPANDING_REFIT_GROWTH = 4              # refit when the sample has grown by 1/GROWTH since the last one
+CAUSAL_HUBER_MAXITER = 5               # expanding Huber refits: warm-started, capped iterations
+CAUSAL_HUBER_RTOL = 1e-8                # ... and deviance tolerance relative to sample size
+CAUSAL_THEIL_SEN_MAX = 400              # expanding Theil-Sen refits: deterministic subsample cap
 _SLIDING_CHUNK_ELEMS = 4_000_000        # memory bound for exact sliding-window moments
 
 # Minimum aligned bars per analytic (readiness gates)
@@ -263,6 +266,11 @@ def _asof(values: np.ndarray, src_ns: np.ndarray, grid_ns: np.ndarray) -> tuple[
     return out, age
 
 
+def _ns_index(ns: np.ndarray) -> pd.DatetimeIndex:
+    """int64 ns since epoch -> tz-aware UTC DatetimeIndex named ts."""
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]"), name="ts").tz_localize("UTC")
+
+
 def _clean_series(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, de-duplicated (last wins), NaN-free (ns, values) of a series."""
     s = s.dropna()
@@ -294,7 +302,7 @@ def align_many(closes: Mapping[str, pd.Series], bar_seconds: int,
         val, age = _asof(v, ns // bar_ns * bar_ns, grid)
         keep &= age <= limit
         cols[k] = val
-    index = pd.DatetimeIndex(pd.to_datetime(grid[keep], utc=True), name="ts")
+    index = _ns_index(grid[keep])
     return pd.DataFrame({k: c[keep] for k, c in cols.items()}, index=index)
 
 
@@ -312,7 +320,7 @@ def align_pair(close_a: pd.Series, close_b: pd.Series, bar_seconds: int,
     b, age_b = _asof(vb, nb, grid)
     limit = max_stale_bars * bar_ns
     keep = (age_a <= limit) & (age_b <= limit)
-    index = pd.DatetimeIndex(pd.to_datetime(grid[keep], utc=True), name="ts")
+    index = _ns_index(grid[keep])
     return pd.DataFrame({"a": a[keep], "b": b[keep],
                          "age_a": (age_a[keep] // bar_ns).astype(np.int64),
                          "age_b": (age_b[keep] // bar_ns).astype(np.int64)}, index=index)
@@ -360,7 +368,7 @@ def price_stats(bars: pd.DataFrame, interval_seconds: int) -> pd.DataFrame:
         "volume": vol, "vwap": vwap,
         "trades": np.add.reduceat(col("trade_count"), starts).astype(np.int64),
         "n_bars": (ends - starts).astype(np.int64)},
-        index=pd.DatetimeIndex(pd.to_datetime(bucket[starts], utc=True), name="ts"))
+        index=_ns_index(bucket[starts]))
     return out
 
 
@@ -468,7 +476,7 @@ def _wls_line(y: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[float, float
 
 
 def hedge_ratio_huber(y: np.ndarray, x: np.ndarray, t: float = HUBER_T, maxiter: int = HUBER_MAXITER,
-                      tol: float = HUBER_TOL) -> tuple[float, float]:
+                      tol: float = HUBER_TOL, start: tuple[float, float] | None = None) -> tuple[float, float]:
     """Huber M-estimate by IRLS, w = min(1, t/|r/s|), s = MAD(r)/0.6745, stop on |dev change| <= tol
     (replicates statsmodels RLM(y, [1, x], HuberT()).fit() defaults); returns (beta, alpha)."""
     y = np.asarray(y, dtype=float)
@@ -482,7 +490,7 @@ def hedge_ratio_huber(y: np.ndarray, x: np.ndarray, t: float = HUBER_T, maxiter:
         z = np.abs(resid / sc)
         return float(np.where(z <= t, 0.5 * z * z, z * t - 0.5 * t * t).sum())
 
-    beta, alpha = hedge_ratio_ols(y, x)
+    beta, alpha = hedge_ratio_ols(y, x) if start is None else start
     resid = y - (alpha + beta * x)
     scale = float(np.median(np.abs(resid)) / MAD_NORMAL_CONST)
     dev_prev = deviance(resid, np.ones(n))
@@ -629,13 +637,22 @@ def causal_hedge_path(y: np.ndarray, x: np.ndarray, method: str, window: int = D
         return rolling_ols(y, x, window)
     if method == "kalman":
         return kalman_hedge(y, x, delta, obs_var, window)
-    fn = {"ols": hedge_ratio_ols, "huber": hedge_ratio_huber, "theil_sen": hedge_ratio_theil_sen}[method]
     beta = np.full(n, np.nan)
     alpha = np.full(n, np.nan)
     first = max(window, MIN_BARS_REGRESSION)
     pts = expanding_refit_points(n, first, max(EXPANDING_REFIT_MIN_STEP, window))
+    prev: tuple[float, float] | None = None
     for k, r in enumerate(pts):
-        b, a = fn(y[: r + 1], x[: r + 1])
+        ys, xs = y[: r + 1], x[: r + 1]
+        if method == "ols":
+            b, a = hedge_ratio_ols(ys, xs)
+        elif method == "huber":
+            # warm start from the previous refit; relative deviance tolerance, few iterations
+            b, a = hedge_ratio_huber(ys, xs, maxiter=CAUSAL_HUBER_MAXITER,
+                                     tol=CAUSAL_HUBER_RTOL * (r + 1), start=prev)
+        else:
+            b, a = hedge_ratio_theil_sen(ys, xs, CAUSAL_THEIL_SEN_MAX)
+        prev = (b, a)
         end = pts[k + 1] if k + 1 < len(pts) else n
         beta[r:end] = b
         alpha[r:end] = a
@@ -914,7 +931,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
+    if not ok.all():
+        a, b = a[ok], b[ok]
+    a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a @ a) * (b @ b))
     return float(a @ b / den) if den > 0 else float("nan")
 
