@@ -312,7 +312,7 @@ a{color:#5b8cff}
 .tick .item{display:flex;flex-direction:column;line-height:1.15}.tick .lab{color:var(--muted);font-size:10px}.tick .val{font-size:13px;font-weight:600}
 .pos{color:var(--up)}.neg{color:var(--down)}
 .controls{display:flex;flex-wrap:wrap;gap:6px 10px;padding:6px 10px;border-bottom:1px solid var(--line);align-items:flex-end}
-.ctl{display:flex;flex-direction:column;gap:2px}.ctl label{color:var(--muted);font-size:10px;text-transform:uppercase}
+.ctl{display:flex;flex-direction:column;gap:2px}.ctl>label{color:var(--muted);font-size:10px;text-transform:uppercase}
 .ctl input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:3px;height:28px;padding:0 4px;width:64px;font-size:12px}
 .ctl .dd{width:92px}.ctl .dd.wide{width:124px}
 body{--Dash-Fill-Inverse-Strong:#1a1e2b;--Dash-Text-Primary:#d1d4dc;--Dash-Text-Strong:#fff;--Dash-Text-Weak:#9598a1;--Dash-Text-Disabled:#5d606b;--Dash-Stroke-Strong:#434651;--Dash-Stroke-Weak:#2a2e39;--Dash-Fill-Interactive-Strong:#2962ff;--Dash-Fill-Interactive-Weak:rgba(41,98,255,.12);--Dash-Fill-Primary-Hover:rgba(255,255,255,.06);--Dash-Fill-Primary-Active:rgba(255,255,255,.1);--Dash-Fill-Disabled:#222633;--Dash-Spacing:3px}

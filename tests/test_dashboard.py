@@ -140,7 +140,7 @@ def choose(driver, control_id: str, label: str) -> None:
 
     driver.find_element(By.CSS_SELECTOR, f"#{control_id}").click()
     option = wait_for(lambda: [o for o in driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
-                               if o.text.strip() == label], 10, f"option {label!r} of {control_id}")
+                               if o.text.strip().lower() == label.lower()], 20, f"option {label!r} of {control_id}")
     option[0].click()
 
 
