@@ -225,8 +225,9 @@ def test_import_stores_exactly_the_valid_rows(dsn: str, tmp_path: Path, lines: l
     [report] = asyncio.run(importer.import_paths(dsn, [path], batch_rows=16))
     # a whole file may be refused (empty, or its first row has no trades shape): then nothing is stored
     assert report.error in ("", "empty file") or report.error.startswith("looks like trades but has")
+    lines_read = [] if report.error else path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
     accepted = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[:0 if report.error else None]:
+    for line in lines_read:
         row = parse_or_refuse(importer.parse_trade_line, line)
         if row is not None:
             accepted.setdefault(as_comparable(row)[:2], as_comparable(row))  # first of a duplicate key wins

@@ -232,14 +232,14 @@ def test_cli_exit_code_progress_and_summary(dsn: str, tmp_path: Path) -> None:
     notes.write_text("hello\n")
     env = dict(os.environ, DATABASE_URL=dsn, LOG_LEVEL="WARNING")
     result = subprocess.run([sys.executable, "main.py", "import", str(good), str(notes)], cwd=PROJECT_DIR,
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, timeout=120)  # bytes: text mode would turn \r into \n
+    stderr, stdout = result.stderr.decode(), result.stdout.decode()
     assert result.returncode == 2
-    assert "\rBTCUSDT-trades-2024-08-09.csv: 3 rows" in result.stderr and "rows/s" in result.stderr
-    assert "100.0%" in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("import:")] == [
+    assert "\rBTCUSDT-trades-2024-08-09.csv: 3 rows" in stderr and "rows/s" in stderr and "100.0%" in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("import:")] == [
         f"import: {notes}: not a Binance trades, aggTrades, klines or capture file (first line has 1 columns, "
         "and the name is not SYMBOL-kind-DATE)"]
-    assert "BTCUSDT-trades-2024-08-09.csv: trades -> ticks: 3 valid rows, 3 new" in result.stdout
+    assert "BTCUSDT-trades-2024-08-09.csv: trades -> ticks: 3 valid rows, 3 new" in stdout
     ok = subprocess.run([sys.executable, "main.py", "import", "--quiet", str(good)], cwd=PROJECT_DIR, env=env,
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "3 valid rows, 0 new, 3 already stored" in ok.stdout
