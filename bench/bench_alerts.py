@@ -118,6 +118,23 @@ def latencies(dsn: str, price_id: int, return_id: int, committed: dict[int, floa
     return out
 
 
+def wait_for_evaluator(dsn: str, timeout: float = 120.0) -> None:
+    """Block until some session holds the evaluator's advisory lock (the process has started)."""
+    conn = database.connect_sync(dsn)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+                            (database.ALERT_EVALUATOR_LOCK_ID,))
+                if cur.fetchone():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the evaluator did not start")
+    finally:
+        conn.close()
+
+
 def run(mode: str, base_dsn: str, seconds: int, extra: int, rng: random.Random) -> dict[str, list[float]]:
     dsn, drop = scratch_database(base_dsn)
     price_id, return_id = create_rules(dsn, extra)
@@ -128,6 +145,7 @@ def run(mode: str, base_dsn: str, seconds: int, extra: int, rng: random.Random) 
             process = subprocess.Popen([sys.executable, "alerts.py"], cwd=PROJECT_DIR, env=env)
         else:
             evaluator = alerts.Evaluator(dsn, listen=False).start_in_thread()
+        wait_for_evaluator(dsn)
         committed = feed(dsn, seconds + WARMUP_SECONDS, rng)
         time.sleep(1.5)
         first = min(committed) + WARMUP_SECONDS
