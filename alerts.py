@@ -36,8 +36,9 @@ Semantics of a rule ``metric operator threshold``:
 When it runs: one process holds PostgreSQL advisory lock database.ALERT_EVALUATOR_LOCK_ID on its only
 connection (a second `python alerts.py` waits for it, so nothing fires twice). It LISTENs on
 'alerts_wakeup', which triggers on bars_1s (each ingester commit) and alert_rules NOTIFY, and otherwise wakes
-just after every whole second. Measured with bench/bench_alerts.py: event stored ~30 ms (p50) after the tick
-commits; polling alone would cost up to a second more.
+just after every whole second. bench/bench_alerts.py (20 z-score rules as load, busy 2-CPU machine): event
+stored p50 18 ms / p95 143 ms after the satisfying tick commits, p50 82 ms / p95 231 ms after the commit that
+closes the bar; 1-second polling alone measured p95 851 ms / 990 ms.
 
 Webhooks: a rule's optional webhook_url receives a POST of the event as JSON (see webhook_body) with headers
 X-Alert-Event-Id and X-Alert-Signature: sha256=<hex HMAC-SHA256 of the raw body with ALERT_WEBHOOK_SECRET>
