@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from settings import PROJECT_DIR, Settings
 log = logging.getLogger(__name__)
 
 SQL_DIR = PROJECT_DIR / "sql"
+EMBEDDED_START_ATTEMPTS = 10
 MIGRATION_LOCK_ID = 7_341_001  # pg_advisory_lock key: one migrator at a time
 TICK_COLUMNS = ("symbol", "trade_id", "ts", "price", "qty", "is_buyer_maker")
 
@@ -37,22 +39,55 @@ def _embedded_server(data_dir: Path):
 
 
 def ensure_database(settings: Settings) -> str:
-    """Return a DSN: DATABASE_URL, or the embedded server's (started if it is not running)."""
+    """Return a DSN: DATABASE_URL, or the embedded server's (started, or restarted if it died)."""
     if settings.database_url:
         return settings.database_url
     started = time.monotonic()
+    if not embedded_database_running(settings):
+        _remove_stale_pid_file(settings.pg_data_dir)
     server = _embedded_server(settings.pg_data_dir)
+    for attempt in range(EMBEDDED_START_ATTEMPTS):
+        try:
+            server.ensure_postgres_running()  # a handle cached in this process does not notice a crash itself
+            break
+        except subprocess.SubprocessError:  # e.g. backends of a crashed server still detaching
+            if attempt == EMBEDDED_START_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
     log.info("embedded PostgreSQL ready in %.2f s at %s", time.monotonic() - started, settings.pg_data_dir)
     return server.get_uri()
 
 
+def embedded_database_running(settings: Settings) -> bool:
+    """Whether the embedded server's postmaster (from postmaster.pid) is alive."""
+    import psutil
+
+    pid_file = settings.pg_data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return False
+
+
+def _remove_stale_pid_file(data_dir: Path) -> None:
+    """Remove postmaster.pid left by a crashed server whose process is gone or a zombie.
+
+    PostgreSQL refuses to start while that PID exists, and an unreaped zombie (a container whose init does
+    not reap) exists forever. Safe: PostgreSQL's shared-memory interlock still refuses to start while any
+    backend of the old server is attached.
+    """
+    pid_file = data_dir / "postmaster.pid"
+    if pid_file.exists():
+        log.warning("removing stale %s left by a crashed server", pid_file)
+        pid_file.unlink(missing_ok=True)
+
+
 def stop_embedded_database(settings: Settings) -> None:
     """Stop the embedded server, if this configuration uses one."""
-    if settings.database_url:
+    if settings.database_url or not embedded_database_running(settings):
         return
-    server = _embedded_server(settings.pg_data_dir)
-    server.cleanup_mode = "stop"
-    server.cleanup()
+    _embedded_server(settings.pg_data_dir).stop()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ RESTART_CAP_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 60.0  # a child that ran this long starts its restart backoff afresh
 STOP_GRACE_SECONDS = 6.0  # the ingester needs up to 5 s to flush
 DEMO_READY_SECONDS = 10.0
+DATABASE_CHECK_SECONDS = 2.0
 
 
 @dataclass
@@ -112,10 +113,16 @@ def build_children(settings: Settings, args: argparse.Namespace, dsn: str) -> li
     return children
 
 
-def supervise(children: list[Child], stop_requested: list[bool]) -> None:
-    """Restart crashed children with backoff until a stop is requested."""
+def supervise(children: list[Child], stop_requested: list[bool], settings: Settings) -> None:
+    """Restart crashed children (and a dead embedded database) with backoff until a stop is requested."""
+    next_database_check = 0.0
     while not stop_requested[0]:
         now = time.monotonic()
+        if not settings.database_url and now >= next_database_check:
+            next_database_check = now + DATABASE_CHECK_SECONDS
+            if not database.embedded_database_running(settings):
+                log.warning("embedded PostgreSQL is not running; restarting it (the ingester buffers meanwhile)")
+                database.ensure_database(settings)
         for child in children:
             code = child.process.poll() if child.process else None
             if child.process is not None and code is None:
@@ -171,7 +178,7 @@ def main(argv: list[str]) -> int:
                 if not wait_for_port("127.0.0.1", port, DEMO_READY_SECONDS):
                     log.error("demo exchange did not open port %d", port)
         log.info("dashboard: http://%s:%d/%s", settings.dash_host, settings.dash_port, "  (DEMO data)" if args.demo else "")
-        supervise(children, stop_requested)
+        supervise(children, stop_requested, settings)
     finally:
         log.info("stopping")
         for child in children:  # the ingester first: it flushes its buffer while the database is up

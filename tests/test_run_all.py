@@ -1,6 +1,8 @@
-"""`python run_all.py --demo`: ticks arrive within 10 s, the dashboard answers, Ctrl-C leaves no process."""
+"""`python run_all.py --demo`: ticks arrive within 10 s, the dashboard answers, a killed database comes back,
+Ctrl-C leaves no process."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -47,6 +49,12 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing_behind(pg_dir, tmp_path)
         assert wait_until(lambda: tick_count(dsn) > 0, 10), log_path.read_text()[-3000:]
         print(f"first ticks {time.monotonic() - shown:.1f} s after the URL was printed")
         assert wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"), 180), log_path.read_text()[-3000:]
+        crashed = int((pg_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(crashed, signal.SIGKILL)  # the supervisor notices and restarts the embedded database
+        assert wait_until(lambda: "restarting it" in log_path.read_text(), 30), log_path.read_text()[-3000:]
+        assert wait_until(lambda: log_path.read_text().count("embedded PostgreSQL ready") >= 2, 30)
+        before = tick_count(dsn)
+        assert wait_until(lambda: tick_count(dsn) > before, 30), log_path.read_text()[-3000:]
         family = [supervisor.pid] + [p.pid for p in psutil.Process(supervisor.pid).children(recursive=True)]
         postmaster = int((pg_dir / "postmaster.pid").read_text().split()[0])
         assert len(family) >= 4  # supervisor, demo exchange, ingester, dashboard (+ alerts)
