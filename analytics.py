@@ -510,14 +510,9 @@ def hedge_ratio_huber(y: np.ndarray, x: np.ndarray, t: float = HUBER_T, maxiter:
 
 
 def _theil_sen_exact(y: np.ndarray, x: np.ndarray) -> tuple[float, float]:
-    n = len(x)
-    parts = []
-    for d in range(1, n):
-        dx = x[d:] - x[:-d]
-        dy = y[d:] - y[:-d]
-        nz = dx != 0
-        parts.append(dy[nz] / dx[nz])
-    slopes = np.concatenate(parts) if parts else np.array([])
+    dx = np.subtract.outer(x, x)
+    sel = dx > 0                                     # each unordered pair once, ties in x excluded
+    slopes = np.subtract.outer(y, y)[sel] / dx[sel]
     if slopes.size == 0:
         return float("nan"), float("nan")
     k = slopes.size
