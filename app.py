@@ -162,9 +162,10 @@ class DataSource:
 
     # -- analytics cache ------------------------------------------------------------------------------
     def view_data(self, view: View) -> ViewData:
-        """ViewData for the newest bar: computed once per (view, newest bar) per process."""
+        """ViewData for the newest bar: computed once per (view, bar of the view's timeframe) per process."""
         anchor = self.latest_time((view.a, view.b))
-        key = (view.key(), anchor)
+        bar = int(anchor.timestamp() // view.bar_seconds) if anchor else None
+        key = (view.key(), bar)  # one computation per view and bar of its timeframe, shared by all tabs
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:

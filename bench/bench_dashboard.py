@@ -11,10 +11,8 @@ Without --dsn an embedded PostgreSQL in a temp dir is filled with synthetic bars
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading

@@ -8,7 +8,6 @@ Screenshots of the main views go to artifacts/ (gitignored).
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

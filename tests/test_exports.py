@@ -308,3 +308,29 @@ def test_download_callback_matches_export_urls(client, dashboard) -> None:
     assert list(ticks.columns) == list(database.TICK_COLUMNS) and 3_500 <= len(ticks) <= 3_601
     alerts = click_download(client, dashboard, "alerts", view)
     assert alerts["content"] == client.get("/export/alerts.csv").get_data(as_text=True)
+
+
+def test_identical_requests_within_a_bar_compute_once(dashboard) -> None:
+    """Ten tabs asking for the same view in the same bar cost one analytics computation."""
+    import threading
+
+    source = dashboard.source
+    view = View(a="SOLUSDT", b="BNBUSDT", tf="1m", lookback=3600, window=33)
+    calls = []
+    original = source._compute
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    source._compute = counting
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(source.view_data(view))) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        del source._compute
+    assert len(calls) == 1 and len(results) == 10 and all(r is results[0] for r in results)
