@@ -149,10 +149,12 @@ def test_adf_chooses_nonzero_lag_like_statsmodels():
     for i in range(2, 1000):
         d[i] = 0.5 * d[i - 1] - 0.3 * d[i - 2] + e[i]
     x = np.cumsum(d)
-    ref = adfuller(x, autolag="AIC", result_object=True)
-    got = an.adf_test(x)
-    assert got.usedlag == ref.lags >= 2
-    np.testing.assert_allclose(got.statistic, ref.statistic, rtol=RTOL)
+    for reg in ("c", "ct", "ctt"):
+        ref = adfuller(x, regression=reg, autolag="AIC", result_object=True)
+        got = an.adf_test(x, regression=reg)
+        assert got.usedlag == ref.lags >= 2
+        np.testing.assert_allclose(got.statistic, ref.statistic, rtol=RTOL)
+        np.testing.assert_allclose(got.pvalue, ref.pvalue, rtol=RTOL)
 
 
 @pytest.mark.parametrize("n", [500, 2000])
