@@ -247,6 +247,8 @@ def read_float_columns(conn, sql: str, params: dict, columns: int):
         cur.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT binary)", buffer)
     data = buffer.getbuffer()
     rows = (len(data) - COPY_BINARY_HEADER_BYTES - COPY_BINARY_TRAILER_BYTES) // row_bytes
+    if rows <= 0:
+        return np.empty((0, columns))
     values = np.ndarray(shape=(rows, columns), dtype=">f8", buffer=data,  # a strided view of the values
                         offset=COPY_BINARY_HEADER_BYTES + COPY_FIELD_COUNT_BYTES + COPY_FIELD_LENGTH_BYTES,
                         strides=(row_bytes, COPY_FIELD_LENGTH_BYTES + FLOAT8_BYTES))

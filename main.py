@@ -467,14 +467,17 @@ class Ingester:
 
     async def write_rows(self, conn: asyncpg.Connection, rows: list[tuple], times: list[float]):
         """Write one batch, reconnecting through outages until it is stored; returns the live connection."""
+        retry = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
         while True:
             try:
                 await database.flush_batch(conn, rows)
                 break
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, TimeoutError, asyncpg.AdminShutdownError) as error:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                # Connection loss, server crash/shutdown (SQLSTATE 08, 57) and anything else the server
+                # refuses: the batch is validated, so retrying is right; dropping it would lose trades.
                 if self.db_up:
-                    log.warning("database write failed (%s); buffering and reconnecting", error.__class__.__name__)
+                    log.warning("database write failed (%s: %s); buffering and reconnecting",
+                                error.__class__.__name__, str(error).splitlines()[0] if str(error) else "")
                 self.db_up = False
                 if not conn.is_closed():
                     conn.terminate()
@@ -483,6 +486,7 @@ class Ingester:
                               "(they are refilled from REST on the next start)", len(rows) + len(self.buffer))
                     self.buffer.clear()
                     return conn
+                await asyncio.sleep(retry.next_delay())  # also paces an error the server keeps returning
                 conn = await self.connect_db()
         now = time.monotonic()
         self.latencies.extend(now - t for t in times)
@@ -662,7 +666,11 @@ class Ingester:
         try:
             await asyncio.wait_for(writer, timeout=SHUTDOWN_FLUSH_SECONDS)
         except TimeoutError:
-            log.error("flush did not finish in %.0f s", SHUTDOWN_FLUSH_SECONDS)
+            log.error("flush did not finish in %.0f s (database down?): %d rows not stored; they are refilled "
+                      "from REST on the next start", SHUTDOWN_FLUSH_SECONDS, len(self.buffer))
+            return 1
+        except Exception:  # noqa: BLE001 - the last line of defence: say what happened, exit non-zero
+            log.exception("writer failed during shutdown")
             return 1
         log.info("stopped: %d frames, %d rows committed, malformed %s, commit latency %s",
                  self.frames, self.rows_committed, dict(self.malformed) or "none", self.latency_summary())

