@@ -248,3 +248,41 @@ def test_symbol_unknown_to_the_exchange_is_a_bad_setting(dsn, tmp_path):
     assert code == 2
     assert ingester.log().strip().splitlines()[-1] == (
         f"bad setting: SYMBOLS: NOSUCHCOIN not listed by {exchange.rest_url}/api/v3/exchangeInfo")
+
+
+def test_pings_are_answered_and_feed_health_is_fresh(dsn, tmp_path):
+    """The exchange pings every 0.5 s and drops a client that does not pong within 1 s."""
+    exchange = DemoExchange(symbols=["BTCUSDT", "ETHUSDT"], seed=13, rate=300, ping_interval=0.5, ping_timeout=1.0,
+                            start_paused=True).start_in_thread()
+    ingester = IngesterProcess(dsn, exchange.ws_url, exchange.rest_url, "btcusdt,ethusdt", tmp_path / "i.log")
+    try:
+        start_when_connected(exchange)
+        time.sleep(6.0)
+        rows = query(dsn, "SELECT symbol, connected, extract(epoch FROM now() - updated_at), ticks_per_second, "
+                          "last_trade_id, lag_seconds FROM feed_health ORDER BY symbol")
+        assert exchange.stats()["connections_accepted"] == 1  # never dropped for a missing pong
+    finally:
+        code, _ = ingester.stop()
+        exchange.stop_in_thread()
+    assert code == 0
+    assert [r[0] for r in rows] == ["BTCUSDT", "ETHUSDT"]
+    for symbol, connected, age, ticks_per_second, last_id, lag in rows:
+        assert connected and age < 2.5 and ticks_per_second > 0 and last_id and lag < 5
+
+
+def test_backoff_is_capped_exponential_with_full_jitter_and_resets():
+    from main import Backoff
+
+    backoff = Backoff(base=0.5, cap=4.0)
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    for ceiling in ceilings:
+        assert 0.0 <= backoff.next_delay() <= ceiling
+    spread = []
+    for _ in range(200):
+        fresh = Backoff(base=0.5, cap=4.0)
+        for _ in range(5):
+            fresh.next_delay()
+        spread.append(fresh.next_delay())
+    assert max(spread) > 3.0 and min(spread) < 1.0  # full jitter: uniform over [0, cap]
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
