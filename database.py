@@ -132,7 +132,12 @@ def apply_migrations(dsn: str) -> list[str]:
 CREATE_STAGE_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-LAST_TRADE_IDS_SQL = "SELECT symbol, max(trade_id) FROM ticks WHERE symbol = ANY($1::text[]) GROUP BY symbol"
+# Trade ids grow with time, so the highest id is among the newest trades: look at the last minute only,
+# which the (symbol, ts, trade_id) key finds without scanning the symbol's history.
+LAST_TRADE_ID_SQL = """
+SELECT max(trade_id) FROM ticks
+WHERE symbol = $1 AND ts >= (SELECT max(ts) FROM ticks WHERE symbol = $1) - interval '1 minute'
+"""
 UPSERT_HEALTH_SQL = """
 INSERT INTO feed_health AS h (symbol, source, connected, last_trade_ts, last_trade_id, lag_seconds,
     ticks_per_second, reconnects, gaps_found, gaps_filled, trades_backfilled, malformed_frames,
@@ -163,8 +168,8 @@ async def flush_batch(conn, rows: Sequence[TickRow]) -> int:
 
 async def last_trade_ids(conn, symbols: Iterable[str]) -> dict[str, int]:
     """The highest stored trade id per symbol."""
-    records = await conn.fetch(LAST_TRADE_IDS_SQL, list(symbols))
-    return {r[0]: r[1] for r in records}
+    ids = {symbol: await conn.fetchval(LAST_TRADE_ID_SQL, symbol) for symbol in symbols}
+    return {symbol: trade_id for symbol, trade_id in ids.items() if trade_id is not None}
 
 
 async def drop_old_tick_partitions(conn, keep_days: int) -> list[str]:

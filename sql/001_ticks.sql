@@ -3,7 +3,7 @@
 --
 -- Partitioned by UTC day so that retention drops whole partitions (TICK_RETENTION_DAYS) instead of
 -- deleting rows. PostgreSQL requires the partition key in every unique constraint, so the key is
--- (symbol, trade_id, ts); Binance never changes a trade's time, so a duplicate frame or REST record of
+-- (symbol, ts, trade_id); Binance never changes a trade's time, so a duplicate frame or REST record of
 -- a trade always carries the same ts and is still dropped by ON CONFLICT DO NOTHING.
 CREATE TABLE IF NOT EXISTS ticks (
     symbol          text             NOT NULL,  -- Binance "s", upper case
@@ -12,9 +12,9 @@ CREATE TABLE IF NOT EXISTS ticks (
     price           double precision NOT NULL,  -- "p"
     qty             double precision NOT NULL,  -- "q"
     is_buyer_maker  boolean          NOT NULL,  -- "m"
-    PRIMARY KEY (symbol, trade_id, ts)
+    -- One index does both jobs: dedupe, and time-range reads per symbol (it leads with symbol, ts).
+    PRIMARY KEY (symbol, ts, trade_id)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX IF NOT EXISTS ticks_symbol_ts_idx ON ticks (symbol, ts);
 
 -- The partition holding `day` (UTC), created on first use. Named ticks_YYYYMMDD.
 CREATE OR REPLACE FUNCTION ensure_tick_partition(day date) RETURNS void

@@ -33,7 +33,7 @@ BEGIN
     WITH new_ticks AS (
         INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
         SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage
-        ON CONFLICT (symbol, trade_id, ts) DO NOTHING
+        ON CONFLICT (symbol, ts, trade_id) DO NOTHING
         RETURNING symbol, trade_id, ts, price, qty, is_buyer_maker
     ), ordered AS (
         SELECT n.*, date_trunc('second', n.ts) AS bucket,
