@@ -74,6 +74,7 @@ class DataSource:
         self.settings = settings
         self._pool: ThreadedConnectionPool | None = None
         self._pool_pid: int | None = None
+        self._slots = threading.BoundedSemaphore(POOL_MAX_CONNECTIONS)  # callers wait instead of PoolError
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, ViewData] = OrderedDict()
         self._latest: dict[tuple, ViewData] = {}  # view key -> newest result (the ticker needs no fresh one)
@@ -100,18 +101,19 @@ class DataSource:
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        """A pooled autocommit connection; a broken one is discarded."""
+        """A pooled autocommit connection (waits for a free one); a broken one is discarded."""
         pool = self._get_pool()
-        conn = pool.getconn()
-        conn.autocommit = True
-        broken = False
-        try:
-            yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            broken = True
-            raise
-        finally:
-            pool.putconn(conn, close=broken or bool(conn.closed))
+        with self._slots:
+            conn = pool.getconn()
+            conn.autocommit = True
+            broken = False
+            try:
+                yield conn
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = True
+                raise
+            finally:
+                pool.putconn(conn, close=broken or bool(conn.closed))
 
     # -- reads (exports.ExportSource) -----------------------------------------------------------------
     def symbols(self) -> tuple[str, ...]:
