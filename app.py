@@ -9,15 +9,19 @@ Figures live in figures.py, URL parameters and CSV in exports.py, every number i
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import dash_ag_grid as dag
 import numpy as np
@@ -31,7 +35,7 @@ import database
 import exports
 import figures
 from exports import LOOKBACKS, PRICE_MODES, REGRESSIONS, View
-from settings import configure_logging, load_settings_or_exit
+from settings import EXIT_BAD_SETTINGS, configure_logging, load_settings_or_exit
 
 log = logging.getLogger("dashboard")
 
@@ -47,6 +51,9 @@ STATS_TABLE_ROWS_PER_KEY = 1       # on-screen stats table: the latest bucket pe
 GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 CONTROL_FIELDS = exports.view_fields()
+AUTH_USER_ENV = "DASH_USER"           # HTTP Basic auth on every route when both are set
+AUTH_PASSWORD_ENV = "DASH_PASSWORD"
+AUTH_REALM = "pair-dashboard"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -299,6 +306,35 @@ def kv_table(rows: list[tuple[str, str, str]]) -> html.Table:
 # ---------------------------------------------------------------------------------------------------
 settings = load_settings_or_exit()
 configure_logging(settings.log_level)
+
+
+def load_basic_auth(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(user, password) when both DASH_USER and DASH_PASSWORD are set, None when neither; exit 2 on one."""
+    user, password = environ.get(AUTH_USER_ENV, ""), environ.get(AUTH_PASSWORD_ENV, "")
+    if bool(user) != bool(password):
+        missing = AUTH_PASSWORD_ENV if user else AUTH_USER_ENV
+        given = AUTH_USER_ENV if user else AUTH_PASSWORD_ENV
+        print(f"bad setting: {missing} is empty but {given} is set: set both for HTTP Basic auth, or neither",
+              file=sys.stderr)
+        raise SystemExit(EXIT_BAD_SETTINGS)
+    return (user, password) if user else None
+
+
+def basic_auth_ok(header: str | None, credentials: tuple[str, str]) -> bool:
+    """An 'Authorization: Basic ...' header matches the credentials (constant-time comparison)."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    user_ok = hmac.compare_digest(user.encode(), credentials[0].encode())
+    password_ok = hmac.compare_digest(password.encode(), credentials[1].encode())
+    return bool(sep) and user_ok and password_ok
+
+
+BASIC_AUTH = load_basic_auth(os.environ)  # settings.py loaded .env into os.environ
 source = DataSource(settings)
 DEFAULT_VIEW = exports.default_view(settings.symbols)
 
@@ -482,6 +518,19 @@ app = Dash(__name__, title="Pair analytics", update_title=None, compress=False, 
 app.index_string = INDEX_STRING
 app.layout = build_layout
 server = app.server
+
+
+@server.before_request
+def require_basic_auth() -> Any:
+    """Every route (page, _dash-*, /export/*) needs HTTP Basic auth when DASH_USER/DASH_PASSWORD are set."""
+    from flask import Response, request
+
+    if BASIC_AUTH is None or basic_auth_ok(request.headers.get("Authorization"), BASIC_AUTH):
+        return None
+    return Response("authentication required\n", status=401, mimetype="text/plain",
+                    headers={"WWW-Authenticate": f'Basic realm="{AUTH_REALM}"'})
+
+
 exports.register_routes(server, source)
 
 
@@ -737,5 +786,6 @@ def download(*args: Any) -> dict:
 
 
 if __name__ == "__main__":
-    log.info("dashboard on http://%s:%d%s", settings.dash_host, settings.dash_port, " (DEMO)" if settings.demo else "")
+    log.info("dashboard on http://%s:%d%s%s", settings.dash_host, settings.dash_port, " (DEMO)" if settings.demo else "",
+             f" (HTTP Basic auth, user {BASIC_AUTH[0]!r})" if BASIC_AUTH else "")
     app.run(host=settings.dash_host, port=settings.dash_port, debug=False)
