@@ -39,6 +39,7 @@ log = logging.getLogger("ingester")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MIN_TRADE_TIME_MS = 1_483_228_800_000  # 2017-01-01: Binance did not exist before
+MAX_TRADE_ID = 2**63 - 1  # ticks.trade_id is a bigint
 MAX_CLOCK_AHEAD_MS = 86_400_000  # a trade stamped more than a day in the future is absurd
 WS_PING_INTERVAL_SECONDS = 20.0
 WS_OPEN_TIMEOUT_SECONDS = 10.0
@@ -82,7 +83,7 @@ def _diagnose_trade(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: A
     """Raise the MalformedFrame that names what is wrong with a trade the fast path refused."""
     if not isinstance(symbol, str) or not symbol:
         raise MalformedFrame("bad_symbol", repr(symbol))
-    if type(trade_id) is not int or trade_id < 0:
+    if type(trade_id) is not int or not 0 <= trade_id <= MAX_TRADE_ID:
         raise MalformedFrame("bad_trade_id", repr(trade_id))
     if type(time_ms) is not int or not MIN_TRADE_TIME_MS <= time_ms <= now_ms + MAX_CLOCK_AHEAD_MS:
         raise MalformedFrame("bad_time", repr(time_ms))
@@ -102,7 +103,7 @@ def make_tick_row(symbol: Any, trade_id: Any, price: Any, qty: Any, time_ms: Any
     """
     if (type(trade_id) is int and type(time_ms) is int and type(is_buyer_maker) is bool
             and type(price) is str and type(qty) is str and type(symbol) is str and symbol
-            and trade_id >= 0 and MIN_TRADE_TIME_MS <= time_ms <= now_ms + MAX_CLOCK_AHEAD_MS):
+            and 0 <= trade_id <= MAX_TRADE_ID and MIN_TRADE_TIME_MS <= time_ms <= now_ms + MAX_CLOCK_AHEAD_MS):
         try:
             price_value, qty_value = float(price), float(qty)
         except ValueError:
