@@ -535,3 +535,105 @@ def read_last_closes(conn, symbols) -> dict:
     with conn.cursor() as cur:
         cur.execute(LAST_CLOSES_SQL, {"symbols": list(symbols)})
         return {symbol: (ts, float(close)) for symbol, ts, close in cur.fetchall()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Uploads
+# (OHLC CSVs uploaded from the dashboard, parsed and validated by uploads.py; a dataset is replaced as a whole)
+# ---------------------------------------------------------------------------------------------------
+UPLOADED_BAR_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "quote_volume", "trade_count",
+                        "taker_buy_volume")
+UPLOADED_DATASET_COLUMNS = ("name", "filename", "rows", "bar_seconds", "first_ts", "last_ts", "uploaded_at")
+UPSERT_UPLOADED_DATASET_SQL = """
+INSERT INTO uploaded_datasets AS d (name, filename, rows, bar_seconds, first_ts, last_ts, uploaded_at)
+VALUES (%(name)s, %(filename)s, %(rows)s, %(bar_seconds)s, %(first_ts)s, %(last_ts)s, clock_timestamp())
+ON CONFLICT (name) DO UPDATE SET filename = EXCLUDED.filename, rows = EXCLUDED.rows,
+    bar_seconds = EXCLUDED.bar_seconds, first_ts = EXCLUDED.first_ts, last_ts = EXCLUDED.last_ts,
+    uploaded_at = EXCLUDED.uploaded_at
+"""
+DELETE_UPLOADED_BARS_SQL = "DELETE FROM uploaded_bars WHERE dataset = %(name)s"
+SELECT_UPLOADED_DATASETS_SQL = f"""
+SELECT {", ".join(UPLOADED_DATASET_COLUMNS)} FROM uploaded_datasets
+WHERE (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[])) ORDER BY name
+"""
+# Same float8 layout as READ_BARS_*_SQL; resampled to %(seconds)s buckets; the newest %(limit)s (NULL: all).
+# A file without quote volume reads close * volume; vwap is quote/volume, or close when there is no volume.
+READ_UPLOADED_BARS_SQL = """
+SELECT extract(epoch FROM bucket)::float8, open, high, low, close, volume, quote_volume,
+       coalesce(quote_volume / nullif(volume, 0), close), trade_count::float8, taker_buy_volume
+FROM (
+    SELECT date_bin(make_interval(secs => %(seconds)s), ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
+           (array_agg(open ORDER BY ts))[1] AS open, max(high) AS high, min(low) AS low,
+           (array_agg(close ORDER BY ts DESC))[1] AS close, sum(volume) AS volume,
+           sum(coalesce(quote_volume, close * volume)) AS quote_volume, sum(trade_count) AS trade_count,
+           sum(taker_buy_volume) AS taker_buy_volume
+    FROM uploaded_bars
+    WHERE dataset = %(name)s AND (%(start)s::timestamptz IS NULL OR ts >= %(start)s)
+      AND (%(end)s::timestamptz IS NULL OR ts < %(end)s)
+    GROUP BY bucket ORDER BY bucket DESC LIMIT %(limit)s
+) resampled ORDER BY bucket
+"""
+UPLOADED_LAST_CLOSES_SQL = """
+SELECT d.name, b.ts, b.close FROM uploaded_datasets d
+CROSS JOIN LATERAL (SELECT ts, close FROM uploaded_bars WHERE dataset = d.name ORDER BY ts DESC LIMIT 1) b
+WHERE d.name = ANY(%(names)s::text[])
+"""
+
+
+def store_uploaded_bars(conn, name: str, filename: str, frame) -> int:
+    """Replace dataset `name` by `frame` (uploads.py's validated bars) in one transaction; return rows stored."""
+    import uploads
+
+    name = uploads.check_name(name)
+    rows = frame.reset_index().rename(columns={frame.index.name or "index": "ts"})
+    rows["ts"] = rows["ts"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    buffer = io.StringIO()
+    rows[list(UPLOADED_BAR_COLUMNS)].assign(dataset=name).to_csv(
+        buffer, index=False, header=False, columns=["dataset", *UPLOADED_BAR_COLUMNS], na_rep="", float_format="%.17g")
+    buffer.seek(0)
+    dataset = {"name": name, "filename": uploads.safe_text(filename, 200), "rows": len(frame),
+               "bar_seconds": uploads.infer_bar_seconds(frame.index),
+               "first_ts": frame.index.min() if len(frame) else None, "last_ts": frame.index.max() if len(frame) else None}
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute(UPSERT_UPLOADED_DATASET_SQL, dataset)  # row lock: concurrent uploads of a name queue here
+            cur.execute(DELETE_UPLOADED_BARS_SQL, {"name": name})
+            cur.copy_expert(f"COPY uploaded_bars (dataset, {', '.join(UPLOADED_BAR_COLUMNS)}) FROM STDIN "
+                            "WITH (FORMAT csv)", buffer)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = autocommit
+    return len(frame)
+
+
+def list_uploaded_datasets(conn, names: Sequence[str] | None = None) -> list[dict]:
+    """Uploaded datasets (all, or those in `names`) as dicts keyed by UPLOADED_DATASET_COLUMNS, by name."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_UPLOADED_DATASETS_SQL, {"names": list(names) if names is not None else None})
+        return _fetch_dicts(cur, UPLOADED_DATASET_COLUMNS)
+
+
+def read_uploaded_bars(conn, name: str, start=None, end=None, bar_seconds: int = 1, limit: int | None = None):
+    """Bars of an uploaded dataset in [start, end) (None: open), shaped like read_bars; newest `limit` buckets."""
+    import numpy as np
+    import pandas as pd
+
+    params = {"name": name, "start": start, "end": end, "seconds": bar_seconds, "limit": limit}
+    values = read_float_columns(conn, READ_UPLOADED_BARS_SQL, params, 1 + len(BAR_COLUMNS))
+    microseconds = np.round(values[:, 0] * 1e6).astype("int64").astype("datetime64[us]")
+    index = pd.DatetimeIndex(microseconds, name="ts").tz_localize("UTC")
+    frame = pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
+    frame["trade_count"] = frame["trade_count"].astype("int64")
+    return frame
+
+
+def read_uploaded_last_closes(conn, names: Sequence[str]) -> dict:
+    """dataset name -> (start of its newest bar, close)."""
+    with conn.cursor() as cur:
+        cur.execute(UPLOADED_LAST_CLOSES_SQL, {"names": list(names)})
+        return {name: (ts, float(close)) for name, ts, close in cur.fetchall()}
