@@ -19,29 +19,18 @@ CREATE TABLE IF NOT EXISTS bars_1s (
     PRIMARY KEY (symbol, ts)
 );
 
--- Moves the session's staged rows (temp table ticks_stage) into ticks, dropping duplicates, and folds
--- the rows that were really new into bars_1s. Returns how many ticks were new.
-CREATE OR REPLACE FUNCTION ingest_staged_ticks() RETURNS bigint
+-- Folds the session's staged ticks (temp table ticks_stage, all of them new) into bars_1s.
+-- (plpgsql: its body is planned at first call, when the session's temp table exists.)
+CREATE OR REPLACE FUNCTION fold_staged_ticks_into_bars() RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    inserted bigint;
-    day date;
 BEGIN
-    FOR day IN SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM ticks_stage LOOP
-        PERFORM ensure_tick_partition(day);
-    END LOOP;
-    WITH new_ticks AS (
-        INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
-        SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage
-        ON CONFLICT (symbol, ts, trade_id) DO NOTHING
-        RETURNING symbol, trade_id, ts, price, qty, is_buyer_maker
-    ), ordered AS (
-        SELECT n.*, date_trunc('second', n.ts) AS bucket,
-               row_number() OVER (PARTITION BY n.symbol, date_trunc('second', n.ts)
-                                  ORDER BY n.ts, n.trade_id) AS first_rank,
-               row_number() OVER (PARTITION BY n.symbol, date_trunc('second', n.ts)
-                                  ORDER BY n.ts DESC, n.trade_id DESC) AS last_rank
-        FROM new_ticks n
+    WITH ordered AS (
+        SELECT s.*, date_trunc('second', s.ts) AS bucket,
+               row_number() OVER (PARTITION BY s.symbol, date_trunc('second', s.ts)
+                                  ORDER BY s.ts, s.trade_id) AS first_rank,
+               row_number() OVER (PARTITION BY s.symbol, date_trunc('second', s.ts)
+                                  ORDER BY s.ts DESC, s.trade_id DESC) AS last_rank
+        FROM ticks_stage s
     ), per_second AS (
         SELECT symbol, bucket,
                max(price) FILTER (WHERE first_rank = 1)              AS open,
@@ -58,32 +47,66 @@ BEGIN
                max(trade_id) FILTER (WHERE last_rank = 1)            AS close_trade_id
         FROM ordered
         GROUP BY symbol, bucket
-    ), upsert AS (
-        INSERT INTO bars_1s AS b (symbol, ts, open, high, low, close, volume, quote_volume, trade_count,
-                                  taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id)
-        SELECT symbol, bucket, open, high, low, close, volume, quote_volume, trade_count,
-               taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id
-        FROM per_second
-        ON CONFLICT (symbol, ts) DO UPDATE SET
-            open = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
-                        THEN EXCLUDED.open ELSE b.open END,
-            open_ts = least(EXCLUDED.open_ts, b.open_ts),
-            open_trade_id = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
-                                 THEN EXCLUDED.open_trade_id ELSE b.open_trade_id END,
-            close = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
-                         THEN EXCLUDED.close ELSE b.close END,
-            close_ts = greatest(EXCLUDED.close_ts, b.close_ts),
-            close_trade_id = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
-                                  THEN EXCLUDED.close_trade_id ELSE b.close_trade_id END,
-            high = greatest(EXCLUDED.high, b.high),
-            low = least(EXCLUDED.low, b.low),
-            volume = b.volume + EXCLUDED.volume,
-            quote_volume = b.quote_volume + EXCLUDED.quote_volume,
-            trade_count = b.trade_count + EXCLUDED.trade_count,
-            taker_buy_volume = b.taker_buy_volume + EXCLUDED.taker_buy_volume
-        RETURNING 1
     )
-    SELECT count(*) INTO inserted FROM new_ticks;
+    INSERT INTO bars_1s AS b (symbol, ts, open, high, low, close, volume, quote_volume, trade_count,
+                              taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id)
+    SELECT symbol, bucket, open, high, low, close, volume, quote_volume, trade_count,
+           taker_buy_volume, open_ts, open_trade_id, close_ts, close_trade_id
+    FROM per_second
+    ON CONFLICT (symbol, ts) DO UPDATE SET
+        open = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
+                    THEN EXCLUDED.open ELSE b.open END,
+        open_ts = least(EXCLUDED.open_ts, b.open_ts),
+        open_trade_id = CASE WHEN (EXCLUDED.open_ts, EXCLUDED.open_trade_id) < (b.open_ts, b.open_trade_id)
+                             THEN EXCLUDED.open_trade_id ELSE b.open_trade_id END,
+        close = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
+                     THEN EXCLUDED.close ELSE b.close END,
+        close_ts = greatest(EXCLUDED.close_ts, b.close_ts),
+        close_trade_id = CASE WHEN (EXCLUDED.close_ts, EXCLUDED.close_trade_id) > (b.close_ts, b.close_trade_id)
+                              THEN EXCLUDED.close_trade_id ELSE b.close_trade_id END,
+        high = greatest(EXCLUDED.high, b.high),
+        low = least(EXCLUDED.low, b.low),
+        volume = b.volume + EXCLUDED.volume,
+        quote_volume = b.quote_volume + EXCLUDED.quote_volume,
+        trade_count = b.trade_count + EXCLUDED.trade_count,
+        taker_buy_volume = b.taker_buy_volume + EXCLUDED.taker_buy_volume;
+END;
+$$;
+
+-- Moves the session's staged rows (temp table ticks_stage) into ticks, dropping duplicates, and folds
+-- the rows that were really new into bars_1s. Returns how many ticks were new.
+--
+-- The common batch holds only new trades: a plain INSERT, ~40% cheaper than ON CONFLICT's speculative
+-- insertion. A batch that overlaps stored trades (an overlapping socket, a gap repair, a retried
+-- commit, a duplicated frame) fails that INSERT with a unique violation; it is then redone keeping only
+-- the new rows, which also replace the staged rows so the bars see each trade once.
+CREATE OR REPLACE FUNCTION ingest_staged_ticks() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    inserted bigint;
+    day date;
+BEGIN
+    FOR day IN SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM ticks_stage LOOP
+        PERFORM ensure_tick_partition(day);
+    END LOOP;
+    BEGIN
+        INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
+        SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+    EXCEPTION WHEN unique_violation THEN
+        WITH new_ticks AS (
+            INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
+            SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM ticks_stage
+            ON CONFLICT (symbol, ts, trade_id) DO NOTHING
+            RETURNING symbol, trade_id, ts, price, qty, is_buyer_maker
+        ), cleared AS (
+            DELETE FROM ticks_stage RETURNING 1
+        )
+        INSERT INTO ticks_stage (symbol, trade_id, ts, price, qty, is_buyer_maker)
+        SELECT symbol, trade_id, ts, price, qty, is_buyer_maker FROM new_ticks;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+    END;
+    PERFORM fold_staged_ticks_into_bars();
     RETURN inserted;
 END;
 $$;
