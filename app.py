@@ -145,7 +145,7 @@ class DataSource:
     def last_prices(self, symbols: tuple[str, ...]) -> dict[str, tuple[datetime, float]]:
         """symbol -> (newest 1 s bar start, its close)."""
         with self.connection() as conn:
-            return database.read_last_closes(conn, symbols)
+            return read_symbol_last_closes(conn, symbols)  # Uploads: upload:NAME symbols too
 
     def health(self) -> pd.DataFrame:
         """The ingester's feed_health rows."""
@@ -174,7 +174,7 @@ class DataSource:
         """ViewData for the newest bar: computed once per (view, bar of the view's timeframe) per process."""
         anchor = self.latest_time((view.a, view.b))
         bar = int(anchor.timestamp() // view.bar_seconds) if anchor else None
-        key = (view.key(), bar)  # one computation per view and bar of its timeframe, shared by all tabs
+        key = (view.key(), bar, upload_version(view))  # one computation per view, bar (and upload), shared by all tabs
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -204,7 +204,8 @@ class DataSource:
         end = (anchor or datetime.now(timezone.utc)) + ONE_BAR
         start = end - timedelta(seconds=view.lookback)
         with self.connection() as conn:
-            bars = {s: database.read_bars(conn, s, view.bar_seconds, start, end) for s in self.symbols()}
+            bars = {s: read_symbol_bars(conn, s, view.bar_seconds, start, end)  # Uploads: upload:NAME too
+                    for s in dict.fromkeys((*self.symbols(), view.a, view.b))}
         pair = analytics.full_pair_analytics(bars[view.a], bars[view.b], pair_params(view))
         closes = {s: frame["close"] for s, frame in bars.items() if len(frame)}
         corr_all = None
@@ -442,7 +443,7 @@ def empty_figures() -> dict[str, Any]:
 
 def build_layout() -> html.Div:
     """The whole page."""
-    symbols = [{"label": s, "value": s} for s in settings.symbols]
+    symbols = [{"label": s, "value": s} for s in settings.symbols] + upload_options()  # Uploads: upload:NAME
     blank = empty_figures()
     badge = html.Span("DEMO", className="badge demo", id="demo-badge") if settings.demo else html.Span()
     controls = html.Div(className="controls", children=[
@@ -475,6 +476,7 @@ def build_layout() -> html.Div:
         html.Div(id="notice", className="notice"),
         html.Div(id="stale-banner", className="stale-banner"),
         controls,
+        upload_panel(),  # Uploads
         html.Div(className="main", children=[
             html.Div(className="col", children=[
                 html.Div(className="row2", children=[
@@ -512,6 +514,136 @@ def build_layout() -> html.Div:
         ]),
         html.Div(className="controls", children=[html.Span("Stable CSV URLs:"), html.Div(id="export-links")]),
     ])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Uploads: OHLC CSV upload (parsing/validation in uploads.py, SQL in database.py). A dataset is the symbol
+# `upload:NAME` ("NAME (uploaded)") in the A/B dropdowns and goes through the same DataSource/analytics path
+# as live symbols. Placed before `app` because build_layout uses it; callbacks register via dash.callback.
+# ---------------------------------------------------------------------------------------------------
+import uploads  # noqa: E402
+from dash import callback  # noqa: E402
+
+UPLOAD_ZONE_STYLE = {"border": "1px dashed #434651", "borderRadius": "3px", "padding": "5px 10px", "cursor": "pointer",
+                     "color": "#9598a1"}
+UPLOAD_OK_STYLE = {"fontSize": "11px", "color": "#26a69a"}
+UPLOAD_BAD_STYLE = {"fontSize": "11px", "color": "#ffb4b4", "fontWeight": 600}
+
+
+def uploaded_datasets(names: list[str] | None = None) -> list[dict]:
+    """Uploaded datasets (all or `names`); [] when there are none or the uploads tables are missing."""
+    try:
+        with source.connection() as conn:
+            return database.list_uploaded_datasets(conn, names)
+    except psycopg2.Error as error:
+        log.debug("uploaded datasets unavailable: %s", error)
+        return []
+
+
+def upload_options() -> list[dict]:
+    """Dropdown entries of the uploaded datasets (none while the layout is built at import: no DB then)."""
+    from flask import has_request_context
+
+    return [uploads.dropdown_option(d["name"]) for d in uploaded_datasets()] if has_request_context() else []
+
+
+def read_symbol_bars(conn, symbol: str, bar_seconds: int, start: datetime, end: datetime) -> pd.DataFrame:
+    """database.read_bars; for `upload:NAME` the dataset's newest bars before `end`, as many as the lookback holds."""
+    name = uploads.dataset_of(symbol)
+    if name is None:
+        return database.read_bars(conn, symbol, bar_seconds, start, end)
+    limit = max(1, int((end - start).total_seconds() // bar_seconds))
+    return database.read_uploaded_bars(conn, name, end=end, bar_seconds=bar_seconds, limit=limit)
+
+
+def read_symbol_last_closes(conn, symbols) -> dict:
+    """database.read_last_closes; `upload:NAME` symbols answer with their dataset's newest bar."""
+    names = {uploads.dataset_of(s): s for s in symbols if uploads.dataset_of(s)}
+    if not names:
+        return database.read_last_closes(conn, symbols)
+    closes = database.read_last_closes(conn, [s for s in symbols if uploads.dataset_of(s) is None])
+    closes.update({names[n]: value for n, value in database.read_uploaded_last_closes(conn, list(names)).items()})
+    return closes
+
+
+def upload_version(view: View) -> tuple:
+    """(name, uploaded_at) of the view's uploaded datasets, so a re-upload is a new cache entry; () if live."""
+    names = [n for n in (uploads.dataset_of(view.a), uploads.dataset_of(view.b)) if n]
+    return tuple((d["name"], d["uploaded_at"]) for d in uploaded_datasets(names)) if names else ()
+
+
+def parse_view_with_uploads(args: dict[str, str]) -> tuple[View, list[str]]:
+    """exports.parse_view, also accepting a/b = `upload:NAME` for an uploaded dataset."""
+    from dataclasses import replace
+
+    picked = {k: str(args[k]) for k in ("a", "b") if str(args.get(k) or "").startswith(uploads.UPLOAD_PREFIX)}
+    if not picked:
+        return exports.parse_view(args, source.symbols())
+    known = {uploads.upload_symbol(d["name"]) for d in uploaded_datasets()}
+    chosen = {k: v for k, v in picked.items() if v in known}
+    notices = [f"{k}={uploads.safe_text(v)}: no such uploaded dataset (using the default)"
+               for k, v in picked.items() if v not in known]
+    rest = {k: v for k, v in args.items() if k not in picked}
+    for leg, other in (("a", "b"), ("b", "a")):  # a live stand-in for the uploaded leg, never equal to the other
+        if leg in chosen and other in rest:
+            rest[leg] = next((s for s in source.symbols() if s != str(rest[other]).strip().upper()), rest[other])
+    view, parse_notices = exports.parse_view(rest, source.symbols())
+    view = replace(view, **chosen)
+    if view.a == view.b:
+        notices.append(f"a and b are both {uploads.safe_text(view.a)}: pick two different symbols")
+        view = replace(view, b=next((s for s in source.symbols() if s != view.a), view.b))
+    return view, parse_notices + notices
+
+
+def store_upload(contents: str | None, filename: str | None, name: str | None) -> uploads.UploadResult:
+    """Parse + validate an upload and store its valid bars under the chosen (or file-derived) name."""
+    result = uploads.parse_upload(contents, filename, (name or "").strip() or uploads.default_name(filename))
+    if result.ok:
+        try:
+            with source.connection() as conn:
+                database.store_uploaded_bars(conn, result.name, result.filename, result.frame)
+        except psycopg2.Error as error:
+            log.warning("upload %s not stored: %s", result.name, error)
+            result.error = "the bars could not be stored (database error); nothing was changed"
+    return result
+
+
+def upload_panel() -> html.Div:
+    """The 'Upload OHLC' row: dataset name, file drop zone, result notice, and the uploaded-view label."""
+    limits = f"CSV, ≤ {uploads.MAX_UPLOAD_BYTES // (1024 * 1024)} MB, ≤ {uploads.MAX_UPLOAD_ROWS:,} rows"
+    return html.Div(className="controls", id="upload-section", children=[
+        control("Upload OHLC · dataset name", dcc.Input(id="upload-name", type="text", maxLength=40,
+                                                         placeholder="from file name", style={"width": "150px"})),
+        dcc.Upload(id="upload-file", multiple=False, accept=".csv,.txt,.tsv,text/csv,text/plain",
+                   style=UPLOAD_ZONE_STYLE, children=html.Span(["Drop or ", html.A("choose"), f" an OHLC file ({limits})"])),
+        html.Div(id="upload-result", style=UPLOAD_OK_STYLE),
+        html.Span(id="upload-view-badge", className="badge demo"),
+    ])
+
+
+@callback(Output("upload-result", "children"), Output("upload-result", "style"), Output("ctl-a", "options"),
+          Output("ctl-b", "options"), Input("upload-file", "contents"), State("upload-file", "filename"),
+          State("upload-name", "value"), prevent_initial_call=True)
+def upload_csv(contents: str | None, filename: str | None, name: str | None) -> tuple:
+    """A dropped file -> stored dataset (or a rejection), the per-kind report, refreshed symbol dropdowns."""
+    result = store_upload(contents, filename, name)
+    options = [{"label": s, "value": s} for s in settings.symbols] + upload_options()
+    report = [html.Div(line) for line in result.messages()]
+    return report, UPLOAD_OK_STYLE if result.error is None else UPLOAD_BAD_STYLE, options, options
+
+
+@callback(Output("upload-view-badge", "children"), Input("view", "data"))
+def upload_view_badge(view_data: dict | None) -> str:
+    """'UPLOADED DATA …' while A or B is an uploaded dataset ('' for live views)."""
+    legs = {leg: uploads.dataset_of((view_data or {}).get(leg)) for leg in ("a", "b")}
+    names = [n for n in legs.values() if n]
+    if not names:
+        return ""
+    meta = {d["name"]: d for d in uploaded_datasets(names)}
+    parts = [f"{leg.upper()} = {n} (uploaded {uploads.safe_text(meta[n]['filename'], 40)}, {meta[n]['rows']:,} bars of "
+             f"{meta[n]['bar_seconds']} s, to {meta[n]['last_ts']:%Y-%m-%d %H:%M} UTC)"
+             for leg, n in legs.items() if n in meta]
+    return "UPLOADED DATA, not live: " + "; ".join(parts)
 
 
 app = Dash(__name__, title="Pair analytics", update_title=None, compress=False, assets_ignore=".*")
@@ -552,7 +684,7 @@ def sync_url(search: str | None, *values: Any) -> tuple:
         args = dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
     else:
         args = {name: "" if value is None else str(value) for name, value in zip(CONTROL_FIELDS, values)}
-    view, notices = exports.parse_view(args, source.symbols())
+    view, notices = parse_view_with_uploads(args)  # Uploads: exports.parse_view + upload:NAME symbols
     control_values = [getattr(view, name) for name in CONTROL_FIELDS]
     changed = [v if (from_url or notices) else no_update for v in control_values]
     query = view.query()

@@ -147,6 +147,12 @@ def dropdown_option(name: str) -> dict[str, str]:
     return {"label": name + UPLOAD_LABEL, "value": upload_symbol(name)}
 
 
+def default_name(filename: str | None) -> str:
+    """A dataset name from a file name ('BTCUSDT-1m 2024.csv' -> 'BTCUSDT-1m_2024')."""
+    stem = (filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", stem).strip("_")[:40] or "upload"
+
+
 def check_name(name: str | None) -> str:
     """A dataset name matching NAME_RE, else UploadRejected."""
     value = (name or "").strip()

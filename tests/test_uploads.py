@@ -285,3 +285,104 @@ def test_two_uploaded_datasets_feed_the_pair_analytics(dsn: str) -> None:
     assert all(r.ready for r in pair.readiness.values()), {k: r.message() for k, r in pair.readiness.items()}
     assert 0.9 < pair.static_fit.beta < 1.1  # log prices: log A = log 2 + log B + noise
     assert pair.adf is not None and pair.backtest is not None and np.isfinite(pair.correlation)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dashboard wiring (the real app module and its Dash callback route, on a real PostgreSQL)
+# ---------------------------------------------------------------------------------------------------
+LIVE_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+UPLOAD_OUTPUTS = (("upload-result", "children"), ("upload-result", "style"), ("ctl-a", "options"),
+                  ("ctl-b", "options"))
+
+
+@pytest.fixture
+def dashboard(dsn: str):
+    """The app module pointed at a fresh database (restored afterwards)."""
+    import os
+    from dataclasses import replace
+
+    os.environ.setdefault("SYMBOLS", ",".join(LIVE_SYMBOLS))
+    import app as dashboard_app
+
+    original = dashboard_app.source.settings
+    dashboard_app.source.configure(replace(original, database_url=dsn, symbols=LIVE_SYMBOLS))
+    yield dashboard_app
+    dashboard_app.source.configure(original)
+
+
+def post_upload(dashboard_app, contents: str, filename: str, name: str | None) -> dict:
+    """POST the upload callback as the browser does; return {component id: {property: value}}."""
+    body = {"output": ".." + "...".join(f"{i}.{p}" for i, p in UPLOAD_OUTPUTS) + "..",
+            "outputs": [{"id": i, "property": p} for i, p in UPLOAD_OUTPUTS],
+            "inputs": [{"id": "upload-file", "property": "contents", "value": contents}],
+            "state": [{"id": "upload-file", "property": "filename", "value": filename},
+                      {"id": "upload-name", "property": "value", "value": name}],
+            "changedPropIds": ["upload-file.contents"]}
+    response = dashboard_app.server.test_client().post("/_dash-update-component", json=body)
+    assert response.status_code == 200, response.data[:500]
+    return response.get_json()["response"]
+
+
+def texts(children) -> str:
+    """The text of rendered html.Div children (JSON)."""
+    return "\n".join(child["props"]["children"] for child in children)
+
+
+def test_upload_route_rejects_binary_and_stores_csv(dashboard) -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    rejected = post_upload(dashboard, data_url(png, "image/png"), "chart.png", "pic")
+    assert texts(rejected["upload-result"]["children"]) == \
+        "Upload rejected: chart.png is not a CSV file (expected .csv, .txt, .tsv)"
+    renamed = post_upload(dashboard, data_url(png, "text/csv"), "chart.csv", "pic")
+    assert texts(renamed["upload-result"]["children"]) == "Upload rejected: the file is binary, not CSV text"
+    assert renamed["ctl-a"]["options"] == [{"label": s, "value": s} for s in LIVE_SYMBOLS]
+
+    stored = post_upload(dashboard, data_url(BAD_FILE), "bad.csv", "")  # no name: taken from the file name
+    report = texts(stored["upload-result"]["children"])
+    assert report.startswith("bad: 3 bars from bad.csv") and "1 rows: duplicate time" in report
+    assert {"label": "bad (uploaded)", "value": "upload:bad"} in stored["ctl-b"]["options"]
+    layout = dashboard.server.test_client().get("/_dash-layout").get_data(as_text=True)
+    assert '"upload:bad"' in layout and "upload-file" in layout
+
+
+def test_uploaded_view_uses_the_live_analytics_path(dashboard) -> None:
+    csv_a, csv_b = pair_csvs(400)
+    for name, data in (("leg_a", csv_a), ("leg_b", csv_b)):
+        assert dashboard.store_upload(data_url(data), f"{name}.csv", name).ok
+    with dashboard.server.test_request_context():
+        view, notices = dashboard.parse_view_with_uploads({"a": "upload:leg_a", "b": "upload:leg_b", "tf": "1m",
+                                                           "lookback": "1d", "window": "60"})
+        assert notices == [] and (view.a, view.b) == ("upload:leg_a", "upload:leg_b")
+        unknown, notices = dashboard.parse_view_with_uploads({"a": "upload:nope", "b": "ETHUSDT"})
+        assert (unknown.a, unknown.b) == ("BTCUSDT", "ETHUSDT") and "no such uploaded dataset" in notices[0]
+        mixed, notices = dashboard.parse_view_with_uploads({"a": "upload:leg_a", "b": "BTCUSDT"})
+        assert (mixed.a, mixed.b, notices) == ("upload:leg_a", "BTCUSDT", [])
+        data = dashboard.source.view_data(view)
+        assert data.anchor == datetime.fromtimestamp(T0 + 399 * 60, timezone.utc)
+        assert len(data.bars["upload:leg_a"]) == 400 and data.bars["BTCUSDT"].empty
+        assert data.pair.n_aligned == 400 and data.pair.readiness["backtest"].ready
+        assert data.pair.adf is not None and data.pair.backtest is not None
+        assert dashboard.upload_view_badge(asdict_view(view)).startswith("UPLOADED DATA, not live: A = leg_a")
+        assert dashboard.upload_view_badge(asdict_view(mixed)).count("uploaded") == 1
+        # a re-upload under the same name is a new computation, never the cached one
+        shorter = b"\n".join(csv_a.splitlines()[:201]) + b"\n"
+        assert dashboard.store_upload(data_url(shorter), "leg_a2.csv", "leg_a").ok
+        assert dashboard.source.view_data(view).pair.n_bars_a == 200
+
+
+def asdict_view(view) -> dict:
+    """View -> the `view` store's data."""
+    from dataclasses import asdict
+
+    return asdict(view)
+
+
+def test_live_views_unchanged_without_uploads(dashboard) -> None:
+    with dashboard.server.test_request_context():
+        assert dashboard.upload_options() == []
+        view, notices = dashboard.parse_view_with_uploads({"a": "ETHUSDT", "b": "BTCUSDT"})
+        assert (view.a, view.b, notices) == ("ETHUSDT", "BTCUSDT", [])
+        assert dashboard.upload_version(view) == ()
+        assert dashboard.upload_view_badge(asdict_view(view)) == ""
+        data = dashboard.source.view_data(view)
+        assert set(data.bars) == set(LIVE_SYMBOLS) and data.pair.n_aligned == 0
