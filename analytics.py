@@ -9,9 +9,8 @@ at bar t is computed from bars <= t only.  Whole-sample ("static") fits are labe
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal, Mapping
 
 import numpy as np
 import pandas as pd

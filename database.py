@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import subprocess
 import time
 import warnings
@@ -88,6 +89,26 @@ def stop_embedded_database(settings: Settings) -> None:
     if settings.database_url or not embedded_database_running(settings):
         return
     _embedded_server(settings.pg_data_dir).stop()
+
+
+def dsn_with_database(dsn: str, name: str) -> str:
+    """The same server, another database: postgresql://u@h/postgres?host=... -> postgresql://u@h/NAME?host=..."""
+    head, sep, query = dsn.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + sep + query
+
+
+def create_database(base_dsn: str, name: str) -> str:
+    """Create database `name` (a name the caller generated, never input) with the schema; return its DSN."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+    admin = psycopg2.connect(base_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')  # checked above; CREATE DATABASE takes no parameters
+    admin.close()
+    dsn = dsn_with_database(base_dsn, name)
+    apply_migrations(dsn)
+    return dsn
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_DIR))
+from common import bench_settings, fresh_database
 
 import database  # noqa: E402
-from settings import load_settings  # noqa: E402
 
 DAY_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -70,13 +65,8 @@ def main() -> None:
     parser.add_argument("--big-ticks", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    settings = load_settings()
-    if not settings.database_url:
-        pg_dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        pg_dir.chmod(0o755)
-        settings = settings.__class__(pg_data_dir=pg_dir)
-    dsn = database.ensure_database(settings)
-    database.apply_migrations(dsn)
+    settings = bench_settings("bench-bars-read")
+    dsn = fresh_database(database.ensure_database(settings), "bench_bars_read")
     conn = database.connect_sync(dsn)
     with conn.cursor() as cur:
         cur.execute("TRUNCATE ticks, bars_1s")

@@ -25,13 +25,11 @@ from pathlib import Path
 import psycopg2
 from websockets.asyncio.client import connect
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_DIR))
+from common import PROJECT_DIR, bench_settings, fresh_database
 
 import database  # noqa: E402
 from main import WS_MAX_QUEUE_FRAMES, combined_stream_url  # noqa: E402
 from run_all import free_port, wait_for_port  # noqa: E402
-from settings import load_settings  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
 
@@ -66,19 +64,6 @@ async def discard_client(url: str, trades: int) -> float:
         return (trades - 1) / (time.perf_counter() - started)
 
 
-def fresh_database(base_dsn: str) -> str:
-    name = f"bench_{os.getpid()}_{int(time.time() * 1000)}"
-    admin = psycopg2.connect(base_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')  # generated name, not input
-    admin.close()
-    head, sep, query = base_dsn.partition("?")
-    dsn = head.rsplit("/", 1)[0] + "/" + name + sep + query
-    database.apply_migrations(dsn)
-    return dsn
-
-
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the process's peak resident set size."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -88,7 +73,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
-    dsn = fresh_database(base_dsn)
+    dsn = fresh_database(base_dsn, "bench_ingest")
     exchange, port = start_exchange(trades)
     env = dict(os.environ, DATABASE_URL=dsn, SYMBOLS=",".join(SYMBOLS), BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
                BINANCE_REST_URL=f"http://127.0.0.1:{port}", LOG_LEVEL="INFO")
@@ -135,11 +120,7 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    settings = load_settings()
-    if not settings.database_url:
-        pg_dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-        pg_dir.chmod(0o755)
-        settings = settings.__class__(pg_data_dir=pg_dir)
+    settings = bench_settings("bench-ingest")
     base_dsn = database.ensure_database(settings)
     print(f"{'run':>3} {'discard t/s':>12} {'ingest t/s':>11} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} {'RSS MB':>7}")
     results = []

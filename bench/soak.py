@@ -15,18 +15,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_DIR))
+from common import PROJECT_DIR, bench_settings, fresh_database
 
 import database  # noqa: E402
 from run_all import free_port, wait_for_port  # noqa: E402
-from settings import Settings, load_settings  # noqa: E402
 
 SYMBOLS = "btcusdt,ethusdt,bnbusdt,solusdt"
 FLAT_TOLERANCE = 1.25  # last third may be at most 25% above the first third
@@ -38,13 +34,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--every", type=float, default=30.0)
     args = parser.parse_args()
-    settings = load_settings()
-    if not settings.database_url:
-        pg_dir = Path(tempfile.mkdtemp(prefix="soak-pg-"))
-        pg_dir.chmod(0o755)
-        settings = Settings(pg_data_dir=pg_dir)
-    dsn = database.ensure_database(settings)
-    database.apply_migrations(dsn)
+    settings = bench_settings("soak")
+    dsn = fresh_database(database.ensure_database(settings), "soak")
     port = free_port()
     exchange = subprocess.Popen([sys.executable, "demo_exchange.py", "--port", str(port), "--symbols", SYMBOLS,
                                  "--rate", str(args.rate), "--wall-clock-times", "--log-level", "WARNING"],

@@ -41,25 +41,16 @@ def pg_base_dsn() -> str:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def dsn_for_database(base_dsn: str, name: str) -> str:
-    """Same server, another database: postgresql://u@/postgres?host=... -> .../name?host=..."""
-    head, sep, query = base_dsn.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + name + sep + query
-
-
 @pytest.fixture
 def dsn(pg_base_dsn: str) -> str:
     """A fresh database with the schema applied; dropped after the test."""
     name = "t_" + uuid.uuid4().hex[:12]
+    url = database.create_database(pg_base_dsn, name)
+    yield url
     admin = psycopg2.connect(pg_base_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')  # name is generated here, never input
-    url = dsn_for_database(pg_base_dsn, name)
-    database.apply_migrations(url)
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # name generated above, never input
     admin.close()
 
 

@@ -6,7 +6,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 
 from demo_exchange import DemoExchange
 from tests.capture import capture_trades
