@@ -30,6 +30,7 @@ import psycopg2
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from psycopg2.pool import ThreadedConnectionPool
 
+import alerts
 import analytics
 import database
 import exports
@@ -373,6 +374,13 @@ body{--Dash-Fill-Inverse-Strong:#1a1e2b;--Dash-Text-Primary:#d1d4dc;--Dash-Text-
 .collecting{color:#ffb74d;font-size:11px}
 .kv{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}.kv td{padding:2px 4px;border-bottom:1px solid var(--line)}.kv td.num{text-align:right;font-weight:600}
 .adf{font-size:11px;color:var(--text);margin-top:4px}
+.badge.alerts{background:#2a2e39;color:var(--muted);cursor:pointer}.badge.alerts.unseen{background:#ff9800;color:#000}
+.btn.danger{background:var(--down)}
+.rules>summary{cursor:pointer;padding:2px 0}.rules .controls{border-bottom:0;padding:6px 0}
+.rule-msg{font-size:11px;align-self:center}.rule-msg.ok{color:var(--up)}.rule-msg.bad{color:#ffb4b4;font-weight:600}
+.alert-toast{position:fixed;top:44px;right:12px;z-index:50;min-width:280px;max-width:420px;background:#2a1c0b;border:1px solid #ff9800;border-radius:4px;color:#ffe0b2;box-shadow:0 4px 16px rgba(0,0,0,.5)}
+.alert-toast .toast-header{display:flex;align-items:center;gap:6px;padding:4px 8px;border-bottom:1px solid #5a3d12;font-weight:700;color:#fff}
+.alert-toast .toast-body{padding:6px 8px}.alert-toast .btn-close{margin-left:auto;background:none;border:0;color:#fff;cursor:pointer}.alert-toast .btn-close::after{content:"×"}
 @media (min-width:2200px){:root{--h-candles:460px;--h-pair:900px;--h-small:320px;--h-equity:260px;--h-grid:360px}body{font-size:14px}}
 @media (max-width:1200px){.main{grid-template-columns:minmax(0,1fr)}.row3{grid-template-columns:minmax(0,1fr) minmax(0,1fr)}}
 """
@@ -441,6 +449,78 @@ def empty_figures() -> dict[str, Any]:
     }
 
 
+# Alerts UI layout (its callbacks are in the 'Alerts UI' section at the end)
+ALERT_POLL_LIMIT = 50              # new events read per 1 s poll (the badge counts them all the same)
+ALERT_TOAST_MS = 8_000
+RULE_FORM_FIELDS = ("name", "metric", "operator", "threshold", "symbol_a", "symbol_b", "timeframe", "window_bars",
+                    "cooldown_seconds", "webhook_url", "enabled")
+RULE_FORM_IDS = {name: f"rule-{name.replace('_', '-')}" for name in RULE_FORM_FIELDS}
+RULE_GRID_COLUMNS = [{"field": "id", "headerName": "id", "maxWidth": 60},
+                     {"field": "name", "headerName": "name"},
+                     {"field": "rule", "headerName": "rule", "flex": 3},
+                     {"field": "enabled", "headerName": "enabled", "maxWidth": 90},
+                     {"field": "cooldown_s", "headerName": "cooldown_s", "maxWidth": 100},
+                     {"field": "webhook", "headerName": "webhook"}]
+ENABLED_VALUE = "on"
+NEW_RULE_DEFAULTS = {"metric": "zscore", "operator": "crosses_above", "threshold": "2", "timeframe": "1m",
+                     "window_bars": alerts.DEFAULT_WINDOW_BARS, "cooldown_seconds": alerts.DEFAULT_COOLDOWN_SECONDS}
+
+
+def rule_form() -> html.Div:
+    """The rule editor: fields, action buttons and the validation message."""
+    symbols = [{"label": s, "value": s} for s in settings.symbols]
+    ids, d = RULE_FORM_IDS, NEW_RULE_DEFAULTS
+
+    def text_input(name: str, placeholder: str, width: str = "90px", kind: str = "text", value: Any = None) -> dcc.Input:
+        return dcc.Input(id=ids[name], type=kind, placeholder=placeholder, value=value, style={"width": width})
+
+    return html.Div(className="controls", children=[
+        control("Name", text_input("name", "rule name", "140px")),
+        control("Metric", dcc.Dropdown(id=ids["metric"], className="dd wide", clearable=False, value=d["metric"],
+                                       options=[{"label": alerts.METRIC_LABELS[m], "value": m} for m in alerts.METRICS])),
+        control("Operator", dcc.Dropdown(id=ids["operator"], className="dd wide", clearable=False,
+                                         value=d["operator"], options=list(alerts.OPERATORS))),
+        control("Threshold", text_input("threshold", "e.g. 2", value=d["threshold"])),
+        control("Symbol A", dcc.Dropdown(id=ids["symbol_a"], className="dd wide", options=symbols,
+                                         value=DEFAULT_VIEW.a, clearable=False, searchable=True)),
+        control("Symbol B (pair)", dcc.Dropdown(id=ids["symbol_b"], className="dd wide", options=symbols,
+                                                value=DEFAULT_VIEW.b, searchable=True)),
+        control("Timeframe", dcc.Dropdown(id=ids["timeframe"], className="dd", clearable=False, value=d["timeframe"],
+                                          options=list(database.TIMEFRAME_SECONDS))),
+        control("Window (bars)", text_input("window_bars", "bars", "64px", "number", d["window_bars"])),
+        control("Cooldown (s)", text_input("cooldown_seconds", "s", "72px", "number", d["cooldown_seconds"])),
+        control("Webhook URL (optional)", text_input("webhook_url", "https://…", "180px")),
+        control("Enabled", dcc.Checklist(id=ids["enabled"], options=[{"label": "", "value": ENABLED_VALUE}],
+                                         value=[ENABLED_VALUE])),
+        html.Button("Create", id="rule-create", className="btn"),
+        html.Button("Update", id="rule-update", className="btn"),
+        html.Button("Enable/Disable", id="rule-toggle", className="btn"),
+        html.Button("Delete", id="rule-delete", className="btn danger"),
+        html.Span(id="rule-message", className="rule-msg"),
+    ])
+
+
+def rules_panel() -> html.Details:
+    """Collapsible 'Alert rules' panel: the editor above the rule list (select a row to edit it)."""
+    rules_grid = dag.AgGrid(
+        id="rules-grid", rowData=[], columnDefs=RULE_GRID_COLUMNS, className="grid", getRowId="params.data.id",
+        defaultColDef={"resizable": True, "sortable": True, "filter": True, "minWidth": 60, "flex": 1},
+        dashGridOptions={"theme": GRID_THEME, "animateRows": False, "suppressCellFocus": True,
+                         "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True}},
+        style={"height": "var(--h-grid)"})
+    return html.Details(id="rules-details", className="panel rules", children=[
+        html.Summary(html.Span("Alert rules · create / edit / disable / delete", className="title")),
+        rule_form(), rules_grid])
+
+
+def alerts_toast() -> Any:
+    """The toast shown when new alert events arrive (fixed, top right)."""
+    import dash_bootstrap_components as dbc
+
+    return dbc.Toast(id="alert-toast", header="Alert", is_open=False, dismissable=True, duration=ALERT_TOAST_MS,
+                     icon="danger", className="alert-toast", children="")
+
+
 def build_layout() -> html.Div:
     """The whole page."""
     symbols = [{"label": s, "value": s} for s in settings.symbols] + upload_options()  # Uploads: upload:NAME
@@ -468,9 +548,13 @@ def build_layout() -> html.Div:
         dcc.Store(id="rendered"),      # {"view": view the figures show, "key": bar-key they show}
         dcc.Interval(id="tick", interval=TICK_MS),
         dcc.Download(id="download"),
+        dcc.Store(id="alerts-seen"),   # {"last_id": newest alert event id seen, "unseen": badge count}
+        alerts_toast(),
         html.Div(className="topbar", children=[
             html.Span("PAIRDESK", className="brand"), badge,
             html.Span(id="feed-badge", className="badge live", children="…"),
+            html.Span(id="alerts-badge", className="badge alerts", children="ALERTS 0",
+                      title="alert events since this page opened (click: mark seen)"),
             html.Div(id="ticker", className="tick"),
         ]),
         html.Div(id="notice", className="notice"),
@@ -505,13 +589,11 @@ def build_layout() -> html.Div:
         html.Div(className="row3", children=[
             panel("Per-interval stats (latest bucket)", [grid("stats-grid")], "stats", (("stats", "CSV"),)),
             panel("Backtest trades", [grid("trades-grid")], "trades", (("trades", "CSV"),)),
-            # PLACEHOLDER (alerts.py owner): event history + CSV are read-only here; toasts/badge and rule
-            # CRUD are not wired yet. Ids reserved: alerts-grid, alerts-note, dl-alerts.
-            panel("Alerts · event history", [html.Div(id="alerts-note", className="collecting",
-                  children="rule editor and toasts: not wired yet"), grid("alerts-grid")], "alerts",
-                  (("alerts", "CSV"),)),
+            panel("Alerts · event history", [html.Div(id="alerts-note", className="collecting"),
+                                              grid("alerts-grid")], "alerts", (("alerts", "CSV"),)),
             panel("Feed health", [grid("health-grid")], "health"),
         ]),
+        html.Div(style={"padding": "0 6px 6px"}, children=[rules_panel()]),
         html.Div(className="controls", children=[html.Span("Stable CSV URLs:"), html.Div(id="export-links")]),
     ])
 
@@ -915,6 +997,132 @@ def download(*args: Any) -> dict:
     key = str(ctx.triggered_id).removeprefix("dl-")
     text, name = download_file(key, View(**view_data))
     return dcc.send_string(text, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Alerts UI: rule editor (CRUD through alerts.py), live toast + unseen badge, event history
+# ---------------------------------------------------------------------------------------------------
+def form_rule(values: dict[str, Any]) -> dict[str, Any]:
+    """Form values -> the dict alerts.validate_rule takes (symbol B only for pair metrics, blanks -> defaults)."""
+    data = {name: values.get(name) for name in RULE_FORM_FIELDS}
+    data["enabled"] = ENABLED_VALUE in (values.get("enabled") or [])
+    if data["metric"] not in alerts.PAIR_METRICS:
+        data["symbol_b"] = None
+    for name in ("window_bars", "cooldown_seconds", "webhook_url"):
+        if data[name] in ("", None):
+            data.pop(name)
+    return data
+
+
+def rule_rows(rules: list) -> list[dict]:
+    """alerts.Rule list -> rules-grid rows."""
+    return [{"id": r.id, "name": r.name, "rule": r.describe(), "enabled": "yes" if r.enabled else "no",
+             "cooldown_s": r.cooldown_seconds, "webhook": r.webhook_url or ""} for r in rules]
+
+
+def rule_action(action: str | None, rule_id: int | None, values: dict[str, Any]) -> str:
+    """Run one editor action through alerts.py; returns the status line (raises RuleError on bad input)."""
+    if action in ("rule-update", "rule-toggle", "rule-delete") and rule_id is None:
+        raise alerts.RuleError("rule", "select a rule in the list first")
+    with source.connection() as conn:
+        if action == "rule-create":
+            return f"created rule #{alerts.create_rule(conn, form_rule(values))}"
+        if action == "rule-update":
+            found = alerts.update_rule(conn, rule_id, form_rule(values))
+            return f"updated rule #{rule_id}" if found else f"rule #{rule_id} no longer exists"
+        if action == "rule-toggle":
+            rule = alerts.get_rule(conn, rule_id)
+            if rule is None:
+                return f"rule #{rule_id} no longer exists"
+            alerts.set_enabled(conn, rule_id, not rule.enabled)
+            return f"{'disabled' if rule.enabled else 'enabled'} rule #{rule_id}"
+        if action == "rule-delete":
+            return f"deleted rule #{rule_id}" if alerts.delete_rule(conn, rule_id) else f"rule #{rule_id} no longer exists"
+    return ""
+
+
+def list_rule_rows() -> list[dict]:
+    """Current rules as grid rows."""
+    with source.connection() as conn:
+        return rule_rows(alerts.list_rules(conn))
+
+
+@app.callback(Output("rule-message", "children"), Output("rule-message", "className"), Output("rules-grid", "rowData"),
+              Output("rules-grid", "selectedRows"),
+              Input("rule-create", "n_clicks"), Input("rule-update", "n_clicks"), Input("rule-toggle", "n_clicks"),
+              Input("rule-delete", "n_clicks"), State("rules-grid", "selectedRows"),
+              *[State(RULE_FORM_IDS[name], "value") for name in RULE_FORM_FIELDS])
+def edit_rules(_c: Any, _u: Any, _t: Any, _d: Any, selected: list[dict] | None, *form: Any) -> tuple:
+    """Create / update / enable-disable / delete a rule; a RuleError is shown next to the form."""
+    rule_id = int(selected[0]["id"]) if selected else None
+    try:
+        message, css = rule_action(ctx.triggered_id, rule_id, dict(zip(RULE_FORM_FIELDS, form))), "rule-msg ok"
+    except alerts.RuleError as error:
+        message, css = f"✗ {error}", "rule-msg bad"
+    except psycopg2.Error as error:
+        log.warning("alert rules unavailable: %s", error)
+        return "alert rules unavailable (database error)", "rule-msg bad", no_update, no_update
+    selection = [] if ctx.triggered_id == "rule-delete" and css.endswith("ok") else no_update
+    try:
+        return message, css, list_rule_rows(), selection
+    except psycopg2.Error as error:
+        log.warning("alert rules unavailable: %s", error)
+        return message, css, no_update, selection
+
+
+@app.callback(*[Output(RULE_FORM_IDS[name], "value") for name in RULE_FORM_FIELDS],
+              Input("rules-grid", "selectedRows"), prevent_initial_call=True)
+def load_rule(selected: list[dict] | None) -> tuple:
+    """A selected rule fills the form."""
+    if not selected:
+        return (no_update,) * len(RULE_FORM_FIELDS)
+    with source.connection() as conn:
+        rule = alerts.get_rule(conn, int(selected[0]["id"]))
+    if rule is None:
+        return (no_update,) * len(RULE_FORM_FIELDS)
+    values = rule.to_dict()
+    values["threshold"] = f"{rule.threshold:g}"
+    values["enabled"] = [ENABLED_VALUE] if rule.enabled else []
+    return tuple(values[name] for name in RULE_FORM_FIELDS)
+
+
+def new_events(last_id: int | None) -> tuple[int | None, list]:
+    """(newest event id, events newer than last_id, newest first); on the first call only the newest id."""
+    with source.connection() as conn:
+        if last_id is None:
+            newest = alerts.list_events(conn, limit=1)
+            return (newest[0].id if newest else 0), []
+        events = alerts.list_events(conn, after_id=last_id, limit=ALERT_POLL_LIMIT)
+    return (events[0].id if events else last_id), events
+
+
+@app.callback(Output("alerts-seen", "data"), Output("alerts-badge", "children"), Output("alerts-badge", "className"),
+              Output("alert-toast", "header"), Output("alert-toast", "children"), Output("alert-toast", "is_open"),
+              Output("alerts-grid", "rowData", allow_duplicate=True),
+              Output("alerts-grid", "columnDefs", allow_duplicate=True),
+              Input("tick", "n_intervals"), Input("alerts-badge", "n_clicks"), State("alerts-seen", "data"),
+              prevent_initial_call=True)
+def poll_alerts(_: int | None, _clicks: int | None, seen: dict | None) -> tuple:
+    """Every second: events newer than the last seen id -> toast, unseen badge, history. Badge click: seen."""
+    seen = dict(seen or {"last_id": None, "unseen": 0})
+    if ctx.triggered_id == "alerts-badge":
+        seen["unseen"] = 0
+        return seen, "ALERTS 0", "badge alerts", no_update, no_update, False, no_update, no_update
+    try:
+        last_id, events = new_events(seen.get("last_id"))
+    except psycopg2.Error as error:
+        log.warning("alert events unavailable: %s", error)
+        return (no_update,) * 8
+    if last_id == seen.get("last_id") and not events:
+        return (no_update,) * 8
+    seen["last_id"], seen["unseen"] = last_id, int(seen.get("unseen") or 0) + len(events)
+    badge = f"ALERTS {seen['unseen']}", "badge alerts unseen" if seen["unseen"] else "badge alerts"
+    if not events:
+        return seen, *badge, no_update, no_update, no_update, no_update, no_update
+    newest = events[0]
+    header = f"{len(events)} new alert{'s' if len(events) > 1 else ''} · {newest.rule_name}"
+    rows, columns = grid_rows(source.alerts())
+    return seen, *badge, header, newest.message, True, rows, columns
 
 
 if __name__ == "__main__":
