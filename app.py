@@ -452,6 +452,7 @@ def empty_figures() -> dict[str, Any]:
 # Alerts UI layout (its callbacks are in the 'Alerts UI' section at the end)
 ALERT_POLL_LIMIT = 50              # new events read per 1 s poll (the badge counts them all the same)
 ALERT_TOAST_MS = 8_000
+ALERT_UNSEEN_IDS_KEPT = 1_000    # new event ids remembered per page for the unseen count
 RULE_FORM_FIELDS = ("name", "metric", "operator", "threshold", "symbol_a", "symbol_b", "timeframe", "window_bars",
                     "cooldown_seconds", "webhook_url", "enabled")
 RULE_FORM_IDS = {name: f"rule-{name.replace('_', '-')}" for name in RULE_FORM_FIELDS}
@@ -548,7 +549,8 @@ def build_layout() -> html.Div:
         dcc.Store(id="rendered"),      # {"view": view the figures show, "key": bar-key they show}
         dcc.Interval(id="tick", interval=TICK_MS),
         dcc.Download(id="download"),
-        dcc.Store(id="alerts-seen"),   # {"last_id": newest alert event id seen, "unseen": badge count}
+        dcc.Store(id="alerts-seen"),   # {"last_id": newest alert event id polled, "ids": new ids since page load}
+        dcc.Store(id="alerts-ack", data=0),  # badge click: events up to this id are seen (set in the browser)
         alerts_toast(),
         html.Div(className="topbar", children=[
             html.Span("PAIRDESK", className="brand"), badge,
@@ -1096,18 +1098,20 @@ def new_events(last_id: int | None) -> tuple[int | None, list]:
     return (events[0].id if events else last_id), events
 
 
+def badge(unseen: int) -> tuple[str, str]:
+    """(text, class) of the unseen-alerts badge."""
+    return f"ALERTS {unseen}", "badge alerts unseen" if unseen else "badge alerts"
+
+
 @app.callback(Output("alerts-seen", "data"), Output("alerts-badge", "children"), Output("alerts-badge", "className"),
               Output("alert-toast", "header"), Output("alert-toast", "children"), Output("alert-toast", "is_open"),
               Output("alerts-grid", "rowData", allow_duplicate=True),
               Output("alerts-grid", "columnDefs", allow_duplicate=True),
-              Input("tick", "n_intervals"), Input("alerts-badge", "n_clicks"), State("alerts-seen", "data"),
+              Input("tick", "n_intervals"), State("alerts-seen", "data"), State("alerts-ack", "data"),
               prevent_initial_call=True)
-def poll_alerts(_: int | None, _clicks: int | None, seen: dict | None) -> tuple:
-    """Every second: events newer than the last seen id -> toast, unseen badge, history. Badge click: seen."""
-    seen = dict(seen or {"last_id": None, "unseen": 0})
-    if ctx.triggered_id == "alerts-badge":
-        seen["unseen"] = 0
-        return seen, "ALERTS 0", "badge alerts", no_update, no_update, False, no_update, no_update
+def poll_alerts(_: int | None, seen: dict | None, ack: int | None) -> tuple:
+    """Every second: events newer than the last polled id -> toast, unseen badge, history (no-op otherwise)."""
+    seen = dict(seen or {"last_id": None, "ids": []})
     try:
         last_id, events = new_events(seen.get("last_id"))
     except psycopg2.Error as error:
@@ -1115,14 +1119,26 @@ def poll_alerts(_: int | None, _clicks: int | None, seen: dict | None) -> tuple:
         return (no_update,) * 8
     if last_id == seen.get("last_id") and not events:
         return (no_update,) * 8
-    seen["last_id"], seen["unseen"] = last_id, int(seen.get("unseen") or 0) + len(events)
-    badge = f"ALERTS {seen['unseen']}", "badge alerts unseen" if seen["unseen"] else "badge alerts"
+    ids = [*(seen.get("ids") or []), *sorted(e.id for e in events)][-ALERT_UNSEEN_IDS_KEPT:]
+    seen.update(last_id=last_id, ids=ids)
+    text, css = badge(sum(1 for i in ids if i > (ack or 0)))
     if not events:
-        return seen, *badge, no_update, no_update, no_update, no_update, no_update
+        return seen, text, css, no_update, no_update, no_update, no_update, no_update
     newest = events[0]
     header = f"{len(events)} new alert{'s' if len(events) > 1 else ''} · {newest.rule_name}"
     rows, columns = grid_rows(source.alerts())
-    return seen, *badge, header, newest.message, True, rows, columns
+    return seen, text, css, header, newest.message, True, rows, columns
+
+
+# Badge click, in the browser (a server round trip could be superseded by the next 1 s poll): all seen.
+app.clientside_callback(
+    """function(_, seen) {
+        const ids = (seen && seen.ids) || [];
+        return [ids.length ? Math.max(...ids) : ((seen && seen.last_id) || 0), "ALERTS 0", "badge alerts", false];
+    }""",
+    Output("alerts-ack", "data"), Output("alerts-badge", "children", allow_duplicate=True),
+    Output("alerts-badge", "className", allow_duplicate=True), Output("alert-toast", "is_open", allow_duplicate=True),
+    Input("alerts-badge", "n_clicks"), State("alerts-seen", "data"), prevent_initial_call=True)
 
 
 if __name__ == "__main__":
