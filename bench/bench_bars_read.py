@@ -28,9 +28,9 @@ FROM generate_series(0, 86399) AS s
 """
 FILL_TICKS_SQL = """
 INSERT INTO ticks (symbol, trade_id, ts, price, qty, is_buyer_maker)
-SELECT %(symbol)s, i, %(start)s - make_interval(secs => (%(count)s - i) / 50.0), 100 + (i %% 97) / 100.0, 0.01,
-       i %% 2 = 0
-FROM generate_series(%(first)s, %(first)s + %(count)s - 1) AS i
+SELECT %(symbol)s, %(first)s + n, %(start)s - make_interval(secs => (%(first)s + n) / 50.0),
+       100 + (n %% 97) / 100.0, 0.01, n %% 2 = 0
+FROM generate_series(0, %(count)s - 1) AS n
 """
 
 
@@ -38,11 +38,13 @@ def add_ticks(conn, total: int, already: int) -> None:
     """Grow `ticks` to `total` rows (split across the symbols), in chunks so progress shows."""
     chunk = 1_000_000
     with conn.cursor() as cur:
+        cur.execute("SELECT ensure_tick_partition(day::date) FROM generate_series(%s::timestamptz - interval '5 days', "
+                    "%s::timestamptz, interval '1 day') AS day", (DAY_START, DAY_START))
         while already < total:
             count = min(chunk, total - already)
             for index, symbol in enumerate(SYMBOLS):
                 cur.execute(FILL_TICKS_SQL, {"symbol": symbol, "start": DAY_START, "count": count // len(SYMBOLS),
-                                             "first": index * 10**9 + already})
+                                             "first": already // len(SYMBOLS)})
             already += count
             print(f"  ticks: {already:,}", flush=True)
         cur.execute("VACUUM ANALYZE ticks")
