@@ -730,7 +730,7 @@ def upload_view_badge(view_data: dict | None) -> str:
     return "UPLOADED DATA, not live: " + "; ".join(parts)
 
 
-app = Dash(__name__, title="Pair analytics", update_title=None, compress=False, assets_ignore=".*")
+app = Dash(__name__, title="Pair analytics", update_title=None, compress=True, assets_ignore=".*")  # gzip/br via flask-compress
 app.index_string = INDEX_STRING
 app.layout = build_layout
 server = app.server
