@@ -386,3 +386,68 @@ def test_live_views_unchanged_without_uploads(dashboard) -> None:
         assert dashboard.upload_view_badge(asdict_view(view)) == ""
         data = dashboard.source.view_data(view)
         assert set(data.bars) == set(LIVE_SYMBOLS) and data.pair.n_aligned == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Browser: the real app in headless Chromium, a CSV sent to dcc.Upload's file input
+# ---------------------------------------------------------------------------------------------------
+def test_browser_upload_then_analyse_uploaded_pair(dsn: str, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    try:
+        from tests import test_dashboard as ui
+    except ImportError:
+        import test_dashboard as ui
+    if not (ui.CHROMIUM.exists() and ui.CHROMEDRIVER.exists()):
+        pytest.skip(f"needs {ui.CHROMIUM} and {ui.CHROMEDRIVER}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    csv_a, csv_b = pair_csvs(400)
+    files = {name: tmp_path / f"{name}.csv" for name in ("leg_a", "leg_b")}
+    files["leg_a"].write_bytes(csv_a)
+    files["leg_b"].write_bytes(csv_b)
+    port = ui.free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DASH_USER", "DASH_PASSWORD")}
+    env.update(DATABASE_URL=dsn, SYMBOLS=",".join(LIVE_SYMBOLS), DASH_HOST="127.0.0.1", DASH_PORT=str(port),
+               PYTHONUNBUFFERED="1", LOG_LEVEL="WARNING")
+    log_path = tmp_path / "app.log"
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ui.PROJECT_DIR, env=env, stdout=log_path.open("w"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(ui.CHROMIUM)
+    for flag in ui.CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={ui.LAPTOP[0]},{ui.LAPTOP[1]}")
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ui.wait_for(lambda: ui.http_ok(url + "/"), ui.STARTUP_TIMEOUT, f"the app (log: {log_path})")
+        driver = webdriver.Chrome(service=Service(str(ui.CHROMEDRIVER)), options=options)
+        driver.get(url + "/")
+        ui.wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#upload-file input[type=file]"), ui.PAGE_TIMEOUT,
+                    "the upload control")
+        for name, path in files.items():
+            name_input = driver.find_element(By.ID, "upload-name")
+            name_input.send_keys(Keys.CONTROL, "a")  # clear() would not reach React's state
+            name_input.send_keys(Keys.BACKSPACE, name)
+            driver.find_element(By.CSS_SELECTOR, "#upload-file input[type=file]").send_keys(str(path))
+            ui.wait_for(lambda: ui.text(driver, "upload-result").startswith(f"{name}: 400 bars"), 60,
+                        f"the upload report of {name}")
+        ui.choose(driver, "ctl-a", "leg_a (uploaded)")
+        ui.choose(driver, "ctl-b", "leg_b (uploaded)")
+        ui.wait_for(lambda: "a=upload%3Aleg_a" in driver.current_url and "b=upload%3Aleg_b" in driver.current_url,
+                    30, "the uploaded pair in the URL")
+        ui.wait_for(lambda: ui.text(driver, "upload-view-badge").startswith("UPLOADED DATA, not live"), 30,
+                    "the uploaded-data label")
+        ui.wait_for(lambda: ui.graphs_have_data(driver, ("candles-a", "candles-b", "pair")), 60,
+                    "charts of the uploaded pair")
+        ui.screenshot(driver, "upload_pair.png", ui.LAPTOP)
+    finally:
+        if driver is not None:
+            driver.quit()
+        ui.stop(process)
