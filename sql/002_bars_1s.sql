@@ -24,27 +24,20 @@ CREATE TABLE IF NOT EXISTS bars_1s (
 CREATE OR REPLACE FUNCTION fold_staged_ticks_into_bars() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    WITH ordered AS (
-        SELECT s.*, date_trunc('second', s.ts) AS bucket,
-               row_number() OVER (PARTITION BY s.symbol, date_trunc('second', s.ts)
-                                  ORDER BY s.ts, s.trade_id) AS first_rank,
-               row_number() OVER (PARTITION BY s.symbol, date_trunc('second', s.ts)
-                                  ORDER BY s.ts DESC, s.trade_id DESC) AS last_rank
+    WITH ordered AS (  -- one sort: every trade sees its second's first and last trade by (ts, trade_id)
+        SELECT s.symbol, date_trunc('second', s.ts) AS bucket, s.price, s.qty, s.is_buyer_maker,
+               first_value(s.price) OVER second_w AS open, last_value(s.price) OVER second_w AS close,
+               first_value(s.ts) OVER second_w AS open_ts, first_value(s.trade_id) OVER second_w AS open_trade_id,
+               last_value(s.ts) OVER second_w AS close_ts, last_value(s.trade_id) OVER second_w AS close_trade_id
         FROM ticks_stage s
+        WINDOW second_w AS (PARTITION BY s.symbol, date_trunc('second', s.ts) ORDER BY s.ts, s.trade_id
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
     ), per_second AS (
-        SELECT symbol, bucket,
-               max(price) FILTER (WHERE first_rank = 1)              AS open,
-               max(price)                                            AS high,
-               min(price)                                            AS low,
-               max(price) FILTER (WHERE last_rank = 1)               AS close,
-               sum(qty)                                              AS volume,
-               sum(price * qty)                                      AS quote_volume,
-               count(*)                                              AS trade_count,
+        SELECT symbol, bucket, min(open) AS open, max(price) AS high, min(price) AS low, min(close) AS close,
+               sum(qty) AS volume, sum(price * qty) AS quote_volume, count(*) AS trade_count,
                coalesce(sum(qty) FILTER (WHERE NOT is_buyer_maker), 0) AS taker_buy_volume,
-               max(ts) FILTER (WHERE first_rank = 1)                 AS open_ts,
-               max(trade_id) FILTER (WHERE first_rank = 1)           AS open_trade_id,
-               max(ts) FILTER (WHERE last_rank = 1)                  AS close_ts,
-               max(trade_id) FILTER (WHERE last_rank = 1)            AS close_trade_id
+               min(open_ts) AS open_ts, min(open_trade_id) AS open_trade_id,
+               min(close_ts) AS close_ts, min(close_trade_id) AS close_trade_id
         FROM ordered
         GROUP BY symbol, bucket
     )
