@@ -5,6 +5,8 @@ Map of this file:
   layout      - header ticker, controls, panels (ids are the callbacks' contract)
   callbacks   - sync_url (URL <-> controls -> `view` store), tick (1 s: ticker, feed health, bar clock),
                 refresh (view change: whole figures; bar close: Patch of trace arrays), run_adf, download
+  auth        - optional HTTP Basic auth on every route (DASH_USER + DASH_PASSWORD), a before_request hook
+  alerts UI   - rule editor/grid (edit_rules, load_rule via alerts.py), poll_alerts (1 s: toast, badge, history)
 Figures live in figures.py, URL parameters and CSV in exports.py, every number in analytics.py.
 """
 from __future__ import annotations
@@ -377,6 +379,7 @@ body{--Dash-Fill-Inverse-Strong:#1a1e2b;--Dash-Text-Primary:#d1d4dc;--Dash-Text-
 .badge.alerts{background:#2a2e39;color:var(--muted);cursor:pointer}.badge.alerts.unseen{background:#ff9800;color:#000}
 .btn.danger{background:var(--down)}
 .rules>summary{cursor:pointer;padding:2px 0}.rules .controls{border-bottom:0;padding:6px 0}
+.ctl input[type=checkbox]{width:16px;height:16px;margin:6px 0}.alert-toast .toast-header svg{color:#ff9800}
 .rule-msg{font-size:11px;align-self:center}.rule-msg.ok{color:var(--up)}.rule-msg.bad{color:#ffb4b4;font-weight:600}
 .alert-toast{position:fixed;top:44px;right:12px;z-index:50;min-width:280px;max-width:420px;background:#2a1c0b;border:1px solid #ff9800;border-radius:4px;color:#ffe0b2;box-shadow:0 4px 16px rgba(0,0,0,.5)}
 .alert-toast .toast-header{display:flex;align-items:center;gap:6px;padding:4px 8px;border-bottom:1px solid #5a3d12;font-weight:700;color:#fff}
