@@ -714,7 +714,7 @@ def upload_panel() -> html.Div:
 def upload_csv(contents: str | None, filename: str | None, name: str | None) -> tuple:
     """A dropped file -> stored dataset (or a rejection), the per-kind report, refreshed symbol dropdowns."""
     result = store_upload(contents, filename, name)
-    options = [{"label": s, "value": s} for s in settings.symbols] + upload_options()
+    options = [{"label": s, "value": s} for s in source.symbols()] + upload_options()
     report = [html.Div(line) for line in result.messages()]
     return report, UPLOAD_OK_STYLE if result.error is None else UPLOAD_BAD_STYLE, options, options
 
