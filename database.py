@@ -283,12 +283,16 @@ def read_float_columns(conn, sql: str, params: dict, columns: int):
 
 def read_bars(conn, symbol: str, bar_seconds: int, start, end):
     """Bars of `symbol` in [start, end): a DataFrame indexed by UTC bucket start, columns BAR_COLUMNS."""
+    sql = READ_BARS_1S_SQL if bar_seconds == 1 else READ_BARS_RESAMPLED_SQL
+    params = {"symbol": symbol, "seconds": bar_seconds, "start": start, "end": end}
+    return bars_frame(read_float_columns(conn, sql, params, 1 + len(BAR_COLUMNS)))
+
+
+def bars_frame(values):
+    """(n, 1 + len(BAR_COLUMNS)) floats, epoch seconds first -> bars DataFrame indexed by UTC `ts`."""
     import numpy as np
     import pandas as pd
 
-    sql = READ_BARS_1S_SQL if bar_seconds == 1 else READ_BARS_RESAMPLED_SQL
-    params = {"symbol": symbol, "seconds": bar_seconds, "start": start, "end": end}
-    values = read_float_columns(conn, sql, params, 1 + len(BAR_COLUMNS))
     microseconds = np.round(values[:, 0] * 1e6).astype("int64").astype("datetime64[us]")
     index = pd.DatetimeIndex(microseconds, name="ts").tz_localize("UTC")
     frame = pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
@@ -641,16 +645,8 @@ def list_uploaded_datasets(conn, names: Sequence[str] | None = None) -> list[dic
 
 def read_uploaded_bars(conn, name: str, start=None, end=None, bar_seconds: int = 1, limit: int | None = None):
     """Bars of an uploaded dataset in [start, end) (None: open), shaped like read_bars; newest `limit` buckets."""
-    import numpy as np
-    import pandas as pd
-
     params = {"name": name, "start": start, "end": end, "seconds": bar_seconds, "limit": limit}
-    values = read_float_columns(conn, READ_UPLOADED_BARS_SQL, params, 1 + len(BAR_COLUMNS))
-    microseconds = np.round(values[:, 0] * 1e6).astype("int64").astype("datetime64[us]")
-    index = pd.DatetimeIndex(microseconds, name="ts").tz_localize("UTC")
-    frame = pd.DataFrame(values[:, 1:], index=index, columns=list(BAR_COLUMNS))
-    frame["trade_count"] = frame["trade_count"].astype("int64")
-    return frame
+    return bars_frame(read_float_columns(conn, READ_UPLOADED_BARS_SQL, params, 1 + len(BAR_COLUMNS)))
 
 
 def read_uploaded_last_closes(conn, names: Sequence[str]) -> dict:

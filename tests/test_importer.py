@@ -12,13 +12,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
-import psycopg2
 import pytest
 
 import database
 import importer
 from main import make_tick_row
 from tests.capture import capture_trades
+from tests.ingest_helpers import query
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -44,14 +44,6 @@ def run(coro):
 def import_files(dsn: str, *paths: Path, **options) -> list[importer.FileReport]:
     """importer.import_paths without a progress bar."""
     return run(importer.import_paths(dsn, list(paths), **options))
-
-
-def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def expected_tick(symbol: str, line: str) -> tuple:
