@@ -131,7 +131,6 @@ MAX_ADF_CATCHUP_BARS = 5      # ADF costs a regression per bar: replay fewer
 LOOKBACK_SLACK = 1.5          # read this many times the bars a metric needs (missing bars are absent rows)
 LOCK_RETRY_SECONDS = 1.0
 RECONNECT_SECONDS = 2.0
-WAKEUP_CHANNEL = "alerts_wakeup"  # NOTIFYed by triggers on bars_1s and alert_rules (sql/004_alerts.sql)
 
 # webhooks
 WEBHOOK_SECRET_ENV = "ALERT_WEBHOOK_SECRET"
@@ -530,24 +529,6 @@ def _floor_time(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(math.floor(epoch / seconds) * seconds, tz=timezone.utc)
 
 
-def _read_bars(conn, symbol: str, seconds: int, start: datetime, end: datetime) -> pd.DataFrame:
-    """database.read_bars, but an empty range gives an empty frame.
-
-    Workaround: since commit 7d9896e read_bars' binary-COPY decoder raises ValueError on zero rows;
-    drop this wrapper once read_bars handles that itself.
-    """
-    try:
-        return database.read_bars(conn, symbol, seconds, start, end)
-    except ValueError:
-        with conn.cursor() as cur:
-            cur.execute("SELECT EXISTS (SELECT 1 FROM bars_1s WHERE symbol = %s AND ts >= %s AND ts < %s)",
-                        (symbol, start, end))
-            if cur.fetchone()[0]:
-                raise  # a real failure, not the empty-range case
-        return pd.DataFrame(columns=list(database.BAR_COLUMNS), dtype=float,
-                            index=pd.DatetimeIndex([], tz="UTC", name="ts"))
-
-
 def _between(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
     """Rows of a time-indexed frame with start <= index < end."""
     index = frame.index
@@ -625,10 +606,7 @@ class Evaluator:
         """Wait for the evaluator advisory lock (a second instance waits here); False if stopped first."""
         waiting_logged = False
         while not self._stop.is_set():
-            with self.conn.cursor() as cur:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (database.ALERT_EVALUATOR_LOCK_ID,))
-                got = cur.fetchone()[0]
-            self.conn.commit()
+            got = database.try_alert_evaluator_lock(self.conn)
             if got:
                 log.info("alert evaluator running (lock %d held)", database.ALERT_EVALUATOR_LOCK_ID)
                 self.has_lock.set()
@@ -641,9 +619,7 @@ class Evaluator:
 
     def _loop(self) -> None:
         if self.listen:
-            with self.conn.cursor() as cur:
-                cur.execute(f"LISTEN {WAKEUP_CHANNEL}")  # constant channel name, not input
-            self.conn.commit()
+            database.listen_for_alert_wakeups(self.conn)
         while not self._stop.is_set():
             try:
                 self.evaluate_once()
@@ -823,7 +799,7 @@ class Evaluator:
                 key = (symbol, rules[rule_id].bar_seconds)
                 low, high = spans.get(key, (start, cutoff))
                 spans[key] = (min(low, start), max(high, cutoff))
-        return {key: _read_bars(self.conn, key[0], key[1], low, high) for key, (low, high) in spans.items()}
+        return {key: database.read_bars(self.conn, key[0], key[1], low, high) for key, (low, high) in spans.items()}
 
     def _observe_bars(self, rule: Rule, state: RuleState | None, plan: tuple | None,
                       bars: Mapping[tuple, pd.DataFrame]) -> list[tuple[datetime, float]]:

@@ -332,6 +332,24 @@ def latest_bar_time(conn, symbol: str):
 # (rules edited by the dashboard, state and events written by the evaluator `alerts.py`; every statement
 # takes its values as parameters, never as SQL text)
 # ---------------------------------------------------------------------------------------------------
+ALERT_WAKEUP_CHANNEL = "alerts_wakeup"  # NOTIFYed by triggers on bars_1s and alert_rules (sql/004_alerts.sql)
+
+
+def try_alert_evaluator_lock(conn) -> bool:
+    """Take the evaluator's session advisory lock if free (one evaluator at a time)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (ALERT_EVALUATOR_LOCK_ID,))
+        got = cur.fetchone()[0]
+    conn.commit()
+    return got
+
+
+def listen_for_alert_wakeups(conn) -> None:
+    """LISTEN on the wake-up channel (a constant: LISTEN takes no parameters)."""
+    with conn.cursor() as cur:
+        cur.execute(f"LISTEN {ALERT_WAKEUP_CHANNEL}")
+    conn.commit()
+
 ALERT_RULE_FIELDS = ("name", "metric", "operator", "threshold", "symbol_a", "symbol_b", "timeframe", "window_bars",
                      "hedge_method", "hysteresis", "cooldown_seconds", "webhook_url", "enabled")
 ALERT_RULE_COLUMNS = ("id", *ALERT_RULE_FIELDS, "version", "created_at", "updated_at")
