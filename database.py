@@ -187,6 +187,33 @@ async def flush_batch(conn, rows: Sequence[TickRow]) -> int:
         return await conn.fetchval("SELECT ingest_staged_ticks()")
 
 
+# Bulk import (importer.py): per target table, its session staging table, columns and merge statement.
+AGG_COLUMNS = ("symbol", "agg_id", "ts", "price", "qty", "first_trade_id", "last_trade_id", "is_buyer_maker")
+KLINE_COLUMNS = ("symbol", "interval", "open_time", "close_time", "open", "high", "low", "close", "volume",
+                 "quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
+CREATE_IMPORT_STAGES_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS agg_trades_stage (LIKE agg_trades INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS imported_klines_stage (LIKE imported_klines INCLUDING DEFAULTS)"
+    " ON COMMIT DELETE ROWS",
+)
+IMPORT_TARGETS = {
+    "ticks": ("ticks_stage", TICK_COLUMNS, "SELECT ingest_staged_ticks()"),
+    "agg_trades": ("agg_trades_stage", AGG_COLUMNS,
+                   "WITH new AS (INSERT INTO agg_trades SELECT * FROM agg_trades_stage"
+                   " ON CONFLICT (symbol, agg_id) DO NOTHING RETURNING 1) SELECT count(*) FROM new"),
+    "imported_klines": ("imported_klines_stage", KLINE_COLUMNS,
+                        "WITH new AS (INSERT INTO imported_klines SELECT * FROM imported_klines_stage"
+                        " ON CONFLICT (symbol, interval, open_time) DO NOTHING RETURNING 1) SELECT count(*) FROM new"),
+}
+
+
+async def prepare_import_connection(conn) -> None:
+    """Create an import session's staging tables (ticks, aggTrades, klines)."""
+    await prepare_writer_connection(conn)
+    for statement in CREATE_IMPORT_STAGES_SQL:
+        await conn.execute(statement)
+
+
 async def last_trade_ids(conn, symbols: Iterable[str]) -> dict[str, int]:
     """The highest stored trade id per symbol."""
     ids = {symbol: await conn.fetchval(LAST_TRADE_ID_SQL, symbol) for symbol in symbols}

@@ -91,19 +91,6 @@ BULK_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]{2,20})-(?P<kind>trades|aggTrade
 CAPTURE_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]{2,20})_\d{8}\.gz$")
 CAPTURE_LINE = re.compile(r"^\d+ \{")
 
-AGG_COLUMNS = ("symbol", "agg_id", "ts", "price", "qty", "first_trade_id", "last_trade_id", "is_buyer_maker")
-KLINE_COLUMNS = ("symbol", "interval", "open_time", "close_time", "open", "high", "low", "close", "volume",
-                 "quote_volume", "trade_count", "taker_buy_volume", "taker_buy_quote_volume")
-CREATE_AGG_STAGE_SQL = ("CREATE TEMP TABLE IF NOT EXISTS agg_trades_stage (LIKE agg_trades INCLUDING DEFAULTS)"
-                        " ON COMMIT DELETE ROWS")
-CREATE_KLINE_STAGE_SQL = ("CREATE TEMP TABLE IF NOT EXISTS imported_klines_stage"
-                          " (LIKE imported_klines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-MERGE_AGG_SQL = ("WITH new AS (INSERT INTO agg_trades SELECT * FROM agg_trades_stage"
-                 " ON CONFLICT (symbol, agg_id) DO NOTHING RETURNING 1) SELECT count(*) FROM new")
-MERGE_KLINE_SQL = ("WITH new AS (INSERT INTO imported_klines SELECT * FROM imported_klines_stage"
-                   " ON CONFLICT (symbol, interval, open_time) DO NOTHING RETURNING 1) SELECT count(*) FROM new")
-
-
 class ImportFileError(Exception):
     """A whole file cannot be imported (not one of the formats, unreadable, no symbol)."""
 
@@ -529,19 +516,13 @@ class Progress:
 async def open_writer(dsn: str) -> asyncpg.Connection:
     """An import session with its staging tables."""
     conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
-    await database.prepare_writer_connection(conn)
-    await conn.execute(CREATE_AGG_STAGE_SQL)
-    await conn.execute(CREATE_KLINE_STAGE_SQL)
+    await database.prepare_import_connection(conn)
     return conn
 
 
 async def write_batch(conn: asyncpg.Connection, target: str, batch: Batch) -> int:
     """Store one batch idempotently in `target` (ticks: staging + ingest_staged_ticks()); return new rows."""
-    stage, columns, merge = {
-        "ticks": ("ticks_stage", database.TICK_COLUMNS, "SELECT ingest_staged_ticks()"),
-        "agg_trades": ("agg_trades_stage", AGG_COLUMNS, MERGE_AGG_SQL),
-        "imported_klines": ("imported_klines_stage", KLINE_COLUMNS, MERGE_KLINE_SQL),
-    }[target]
+    stage, columns, merge = database.IMPORT_TARGETS[target]
     for attempt in range(DEADLOCK_RETRIES):
         try:
             async with conn.transaction():
