@@ -359,7 +359,7 @@ def latest_bar_time(conn, symbol: str):
 # (rules edited by the dashboard, state and events written by the evaluator `alerts.py`; every statement
 # takes its values as parameters, never as SQL text)
 # ---------------------------------------------------------------------------------------------------
-ALERT_WAKEUP_CHANNEL = "alerts_wakeup"  # NOTIFYed by triggers on bars_1s and alert_rules (sql/004_alerts.sql)
+LISTEN_ALERT_WAKEUPS_SQL = "LISTEN alerts_wakeup"  # channel NOTIFYed by triggers in sql/004_alerts.sql
 
 
 def try_alert_evaluator_lock(conn) -> bool:
@@ -372,9 +372,9 @@ def try_alert_evaluator_lock(conn) -> bool:
 
 
 def listen_for_alert_wakeups(conn) -> None:
-    """LISTEN on the wake-up channel (a constant: LISTEN takes no parameters)."""
+    """LISTEN on the alert wake-up channel."""
     with conn.cursor() as cur:
-        cur.execute(f"LISTEN {ALERT_WAKEUP_CHANNEL}")
+        cur.execute(LISTEN_ALERT_WAKEUPS_SQL)
     conn.commit()
 
 ALERT_RULE_FIELDS = ("name", "metric", "operator", "threshold", "symbol_a", "symbol_b", "timeframe", "window_bars",
