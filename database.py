@@ -267,7 +267,6 @@ SELECT symbol, source, connected, last_trade_ts, last_trade_id, lag_seconds, tic
        extract(epoch FROM now() - updated_at)::float8 AS health_age_seconds
 FROM feed_health ORDER BY symbol
 """
-LATEST_BAR_SQL = "SELECT max(ts) FROM bars_1s WHERE symbol = %(symbol)s"
 
 
 READ_WORK_MEM = "64MB"  # lets a day of 1-second bars be resampled in memory instead of on disk
@@ -345,13 +344,6 @@ def read_feed_health(conn):
         cur.execute(READ_FEED_HEALTH_SQL)
         columns = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=columns)
-
-
-def latest_bar_time(conn, symbol: str):
-    """Start of the newest 1-second bar of `symbol`, or None."""
-    with conn.cursor() as cur:
-        cur.execute(LATEST_BAR_SQL, {"symbol": symbol})
-        return cur.fetchone()[0]
 
 
 # ---------------------------------------------------------------------------------------------------

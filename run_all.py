@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import database
 from settings import EXIT_BAD_SETTINGS, PROJECT_DIR, Settings, SettingsError, configure_logging, load_settings_or_exit, parse_symbols
@@ -45,7 +45,6 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     next_start: float = 0.0
-    stopping: bool = field(default=False)
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env, cwd=PROJECT_DIR, start_new_session=True)

