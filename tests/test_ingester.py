@@ -285,3 +285,20 @@ def test_backoff_is_capped_exponential_with_full_jitter_and_resets():
     assert max(spread) > 3.0 and min(spread) < 1.0  # full jitter: uniform over [0, cap]
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_unreachable_exchange_says_so_once_points_to_demo_and_keeps_retrying(dsn, tmp_path):
+    from run_all import free_port
+
+    closed = free_port()  # nothing listens here
+    ingester = IngesterProcess(dsn, f"ws://127.0.0.1:{closed}", f"http://127.0.0.1:{closed}", "btcusdt",
+                               tmp_path / "i.log")
+    try:
+        assert wait_until(lambda: ingester.log().count("cannot reach") >= 3, 30), ingester.log()
+    finally:
+        code, _ = ingester.stop()
+    log = ingester.log()
+    assert code == 0
+    hints = [line for line in log.splitlines() if "run_all.py --demo" in line]
+    assert len(hints) == 1 and f"cannot reach ws://127.0.0.1:{closed}" in hints[0]  # one line, not a flood
+    assert "Traceback" not in log
