@@ -4,14 +4,18 @@
 
 Per run, against a fresh demo exchange sending as fast as the socket takes (speed 0):
   1. a discard-only client (websockets, same options as the ingester) receives the N frames: the socket's ceiling;
-  2. the real ingester (`python main.py`) streams the same N trades into a fresh database.
-Prints ticks/s for both, their ratio, p50/p99 frame-to-commit latency and the ingester's peak RSS; medians last.
+  2. the real ingester (`python main.py`) streams the same N trades into a fresh database;
+  3. with --minimal, a reference "minimal ingester" (websockets + orjson + a writer task doing plain
+     copy_records_to_table into an unindexed table: no validation, dedupe, bars, gap tracking or health).
+Prints ticks/s, ratios to the discard client, p50/p99 frame-to-commit latency and the ingester's peak RSS;
+medians last.
 Uses the embedded PostgreSQL (or DATABASE_URL's server).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import signal
@@ -20,8 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
+import orjson
 import psycopg2
 from websockets.asyncio.client import connect
 
@@ -62,6 +69,61 @@ async def discard_client(url: str, trades: int) -> float:
                 started = time.perf_counter()
             received += 1
         return (trades - 1) / (time.perf_counter() - started)
+
+
+MINIMAL_TABLE_SQL = ("CREATE UNLOGGED TABLE IF NOT EXISTS ticks_minimal (symbol text, trade_id bigint, ts timestamptz,"
+                     " price float8, qty float8, is_buyer_maker boolean)")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+async def minimal_ingester(url: str, dsn: str, trades: int, batch_rows: int, batch_seconds: float) -> float:
+    """The simplest ingester that batches into PostgreSQL with COPY; returns ticks/s (first frame -> last commit)."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(MINIMAL_TABLE_SQL)
+    buffer: list[tuple] = []
+    ready, done = asyncio.Event(), asyncio.Event()
+    stored = 0
+
+    async def writer() -> None:
+        nonlocal buffer, stored
+        while stored < trades:
+            try:
+                await asyncio.wait_for(ready.wait(), batch_seconds)
+            except TimeoutError:
+                pass
+            ready.clear()
+            rows, buffer = buffer, []
+            if rows:
+                await conn.copy_records_to_table("ticks_minimal", records=rows)
+                stored += len(rows)
+        done.set()
+
+    task = asyncio.create_task(writer())
+    async with connect(url, compression=None, max_queue=WS_MAX_QUEUE_FRAMES, max_size=1 << 20) as ws:
+        started = 0.0
+        for received in range(trades):
+            data = orjson.loads(await ws.recv(decode=False))["data"]
+            if received == 0:
+                started = time.perf_counter()
+            buffer.append((data["s"], data["t"], EPOCH + timedelta(milliseconds=data["T"]), float(data["p"]),
+                           float(data["q"]), data["m"]))
+            if len(buffer) >= batch_rows:
+                ready.set()
+        ready.set()
+        await done.wait()
+    await task
+    await conn.close()
+    return (trades - 1) / (time.perf_counter() - started)
+
+
+def minimal_run(base_dsn: str, trades: int, batch_rows: int, batch_seconds: float) -> float:
+    dsn = fresh_database(base_dsn, "bench_minimal")
+    exchange, port = start_exchange(trades)
+    try:
+        url = combined_stream_url(f"ws://127.0.0.1:{port}", SYMBOLS)
+        return asyncio.run(minimal_ingester(url, dsn, trades, batch_rows, batch_seconds))
+    finally:
+        stop(exchange)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -119,20 +181,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--minimal", action="store_true", help="also run the reference minimal ingester")
     args = parser.parse_args()
     settings = bench_settings("bench-ingest")
     base_dsn = database.ensure_database(settings)
-    print(f"{'run':>3} {'discard t/s':>12} {'ingest t/s':>11} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} {'RSS MB':>7}")
+    print(f"{'run':>3} {'discard t/s':>12} {'ingest t/s':>11} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} {'RSS MB':>7}"
+          f" {'minimal t/s':>12} {'ratio':>6}")
     results = []
     for run in range(1, args.runs + 1):
         ceiling = discard_run(args.trades)
         ingest = ingest_run(base_dsn, args.trades)
+        minimal = (minimal_run(base_dsn, args.trades, settings.batch_rows, settings.batch_seconds)
+                   if args.minimal else math.nan)
         ratio = ingest["ingest_tps"] / ceiling
-        results.append((ceiling, ingest["ingest_tps"], ratio, ingest["p50"], ingest["p99"], ingest["rss_mb"]))
+        results.append((ceiling, ingest["ingest_tps"], ratio, ingest["p50"], ingest["p99"], ingest["rss_mb"],
+                        minimal, minimal / ceiling))
         print(f"{run:>3} {ceiling:>12,.0f} {ingest['ingest_tps']:>11,.0f} {ratio:>6.2f} {ingest['p50']:>6.3f} "
-              f"{ingest['p99']:>6.3f} {ingest['rss_mb']:>7.1f}", flush=True)
+              f"{ingest['p99']:>6.3f} {ingest['rss_mb']:>7.1f} {minimal:>12,.0f} {minimal / ceiling:>6.2f}", flush=True)
     med = [statistics.median(column) for column in zip(*results)]
-    print(f"med {med[0]:>12,.0f} {med[1]:>11,.0f} {med[2]:>6.2f} {med[3]:>6.3f} {med[4]:>6.3f} {med[5]:>7.1f}")
+    print(f"med {med[0]:>12,.0f} {med[1]:>11,.0f} {med[2]:>6.2f} {med[3]:>6.3f} {med[4]:>6.3f} {med[5]:>7.1f}"
+          f" {med[6]:>12,.0f} {med[7]:>6.2f}")
     print(f"({args.trades:,} trades per run, {len(SYMBOLS)} symbols, BATCH_ROWS={settings.batch_rows}, "
           f"BATCH_SECONDS={settings.batch_seconds})")
     if not settings.database_url:
