@@ -12,11 +12,14 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import psycopg2
 
 from settings import PROJECT_DIR, Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,9 @@ SQL_DIR = PROJECT_DIR / "sql"
 EMBEDDED_START_ATTEMPTS = 10
 MIGRATION_LOCK_ID = 7_341_001  # pg_advisory_lock key: one migrator at a time
 TICK_COLUMNS = ("symbol", "trade_id", "ts", "price", "qty", "is_buyer_maker")
+STAGE_COLUMNS = ("symbol", "trade_id", "time_us", "price", "qty", "is_buyer_maker")  # ticks_stage
 
-TickRow = tuple  # (symbol, trade_id, ts: datetime, price: float, qty: float, is_buyer_maker: bool)
+TickRow = tuple  # (symbol, trade_id, time_us: int µs since 1970, price: float, qty: float, is_buyer_maker: bool)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,8 +154,11 @@ def apply_migrations(dsn: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # Ingester writes (asyncpg)
 # ---------------------------------------------------------------------------------------------------
+# Trade time is staged as integer µs (cheap to build and encode); ingest_staged_ticks() makes it a timestamptz.
 CREATE_STAGE_SQL = (
-    "CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS ticks_stage (symbol text NOT NULL, trade_id bigint NOT NULL,"
+    " time_us bigint NOT NULL, price double precision NOT NULL, qty double precision NOT NULL,"
+    " is_buyer_maker boolean NOT NULL) ON COMMIT DELETE ROWS"
 )
 # Trade ids grow with time, so the highest id is among the newest trades: look at the last minute only,
 # which the (symbol, ts, trade_id) key finds without scanning the symbol's history.
@@ -183,7 +190,7 @@ async def prepare_writer_connection(conn) -> None:
 async def flush_batch(conn, rows: Sequence[TickRow]) -> int:
     """COPY `rows` into staging and merge them into ticks and bars_1s in one transaction; return new rows."""
     async with conn.transaction():
-        await conn.copy_records_to_table("ticks_stage", records=rows, columns=TICK_COLUMNS)
+        await conn.copy_records_to_table("ticks_stage", records=rows, columns=STAGE_COLUMNS)
         return await conn.fetchval("SELECT ingest_staged_ticks()")
 
 
@@ -197,7 +204,7 @@ CREATE_IMPORT_STAGES_SQL = (
     " ON COMMIT DELETE ROWS",
 )
 IMPORT_TARGETS = {
-    "ticks": ("ticks_stage", TICK_COLUMNS, "SELECT ingest_staged_ticks()"),
+    "ticks": ("ticks_stage", STAGE_COLUMNS, "SELECT ingest_staged_ticks()"),
     "agg_trades": ("agg_trades_stage", AGG_COLUMNS,
                    "WITH new AS (INSERT INTO agg_trades SELECT * FROM agg_trades_stage"
                    " ON CONFLICT (symbol, agg_id) DO NOTHING RETURNING 1) SELECT count(*) FROM new"),
@@ -301,7 +308,7 @@ def read_bar_wire(conn, sql: str, params: dict):
     return decode_bar_wire(data[length_at + COPY_FIELD_LENGTH_BYTES:][:max(length, 0)])
 
 
-def decode_bar_wire(data) -> "pd.DataFrame":
+def decode_bar_wire(data) -> pd.DataFrame:
     """Concatenated `bar_wire` values -> bars DataFrame indexed by UTC `ts`, columns BAR_COLUMNS.
 
     vwap = quote_volume / volume (the close for a bar without volume, as only uploads can have).

@@ -77,7 +77,6 @@ SESSION_SETTINGS = {  # import sessions only: big in-memory sorts and staging ta
 TRUE_TEXTS, FALSE_TEXTS = ("True", "true", "TRUE"), ("False", "false", "FALSE")  # spot, futures, pandas' own
 BOOLEANS = {**dict.fromkeys(TRUE_TEXTS, True), **dict.fromkeys(FALSE_TEXTS, False)}
 SLOW_PATH_LINES = 64  # a chunk the vectorised parser refuses is halved down to this size, then parsed per row
-PG_EPOCH_MICROS = 946_684_800_000_000  # PostgreSQL's timestamp zero, 2000-01-01 UTC, in Unix µs
 COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags = 0, header extension length = 0
 COPY_BINARY_TRAILER = b"\xff\xff"  # field count -1
 INT64_BYTES, FLOAT8_BYTES, BOOL_BYTES = 8, 8, 1
@@ -160,7 +159,7 @@ def tick_row(symbol: str, trade_id: int, price: str, qty: str, stamp: int, is_bu
     if stamp < MICROSECONDS_FROM:
         return make_tick_row(symbol, trade_id, price, qty, stamp, is_buyer_maker, now_ms)
     row = make_tick_row(symbol, trade_id, price, qty, stamp // MICROSECONDS_PER_MILLISECOND, is_buyer_maker, now_ms)
-    return row[:2] + (EPOCH + timedelta(microseconds=stamp),) + row[3:]
+    return row[:2] + (stamp,) + row[3:]
 
 
 def timestamp(text: str, kind: str, now_ms: float) -> datetime:
@@ -191,10 +190,10 @@ def parse_agg_trade_line(line: str, context: FileContext) -> tuple:
     first_id, last_id = _integer(fields[3], "bad_first_trade_id"), _integer(fields[4], "bad_last_trade_id")
     if first_id > last_id:
         raise MalformedFrame("bad_trade_id_range", f"{first_id} > {last_id}")
-    symbol, agg_id, ts, price, qty, maker = tick_row(
+    symbol, agg_id, time_us, price, qty, maker = tick_row(
         context.symbol, _integer(fields[0], "bad_agg_id"), fields[1], fields[2], _integer(fields[5], "bad_time"),
         _boolean(fields[6]), context.now_ms)
-    return symbol, agg_id, ts, price, qty, first_id, last_id, maker
+    return symbol, agg_id, EPOCH + timedelta(microseconds=time_us), price, qty, first_id, last_id, maker
 
 
 KLINE_COLUMN_COUNTS = (12,)
@@ -258,7 +257,7 @@ class Batch:
 def tick_copy_dtype(symbol_bytes: int) -> np.dtype:
     """One binary COPY row of ticks_stage: field count, then (length, big-endian value) per column."""
     return np.dtype([("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{symbol_bytes}"),
-                     ("trade_id_len", ">i4"), ("trade_id", ">i8"), ("ts_len", ">i4"), ("ts", ">i8"),
+                     ("trade_id_len", ">i4"), ("trade_id", ">i8"), ("time_us_len", ">i4"), ("time_us", ">i8"),
                      ("price_len", ">i4"), ("price", ">f8"), ("qty_len", ">i4"), ("qty", ">f8"),
                      ("maker_len", ">i4"), ("maker", "i1")])
 
@@ -302,11 +301,11 @@ def trade_chunk_fast(lines: list[str], columns: int, context: FileContext) -> tu
             & (prices > 0) & (prices < np.inf) & (quantities > 0) & (quantities < np.inf))
     symbol = context.symbol.encode()
     rows = np.empty(int(good.sum()), tick_copy_dtype(len(symbol)))
-    rows["fields"] = len(database.TICK_COLUMNS)
+    rows["fields"] = len(database.STAGE_COLUMNS)
     rows["symbol_len"], rows["symbol"] = len(symbol), symbol
     rows["trade_id_len"], rows["trade_id"] = INT64_BYTES, ids[good]
     micros = np.where(is_micros, stamps, stamps * MICROSECONDS_PER_MILLISECOND)[good]
-    rows["ts_len"], rows["ts"] = INT64_BYTES, micros - PG_EPOCH_MICROS
+    rows["time_us_len"], rows["time_us"] = INT64_BYTES, micros
     rows["price_len"], rows["price"] = FLOAT8_BYTES, prices[good]
     rows["qty_len"], rows["qty"] = FLOAT8_BYTES, quantities[good]
     rows["maker_len"], rows["maker"] = BOOL_BYTES, frame[5].to_numpy(bool)[good]

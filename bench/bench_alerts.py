@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,8 @@ SYMBOL, OTHER = "AAAUSDT", "BBBUSDT"
 LOW, HIGH = 99.0, 101.0
 PHASE_RANGE = (0.05, 0.95)  # where in the second a batch commits
 WARMUP_SECONDS = 3
-STAGE_SQL = "INSERT INTO ticks_stage (symbol, trade_id, ts, price, qty, is_buyer_maker) VALUES (%s, %s, %s, %s, 1, false)"
+STAGE_SQL = ("INSERT INTO ticks_stage (symbol, trade_id, time_us, price, qty, is_buyer_maker)"
+             " VALUES (%s, %s, %s, %s, 1, false)")
 
 
 def scratch_database(base_dsn: str) -> tuple[str, callable]:
@@ -89,7 +89,7 @@ def feed(dsn: str, seconds: int, rng: random.Random) -> dict[int, float]:
     for _ in range(seconds):
         second = int(time.time()) + 1
         time.sleep(max(0.0, second + rng.uniform(*PHASE_RANGE) - time.time()))
-        now = datetime.fromtimestamp(time.time(), tz=timezone.utc)
+        now = time.time_ns() // 1000  # µs since 1970, as the ingester stages trade times
         price = HIGH if second % 2 else LOW
         with conn.cursor() as cur:
             cur.executemany(STAGE_SQL, [(SYMBOL, trade_id, now, price), (OTHER, trade_id, now,

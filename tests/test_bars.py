@@ -11,14 +11,22 @@ import pandas as pd
 import pytest
 
 import database
-from main import make_tick_row
+from main import EPOCH, make_tick_row
 from tests.capture import capture_trades
 
 NOW_MS = 1_800_000_000_000
 
 
+def staged(row: tuple) -> tuple:
+    """A ticks row with a datetime -> the staged row the ingester writes (trade time in µs since 1970)."""
+    if isinstance(row[2], datetime):
+        return row[:2] + ((row[2] - EPOCH) // timedelta(microseconds=1),) + row[3:]
+    return row
+
+
 async def store_in_batches(dsn: str, rows: list[tuple], seed: int) -> None:
     """Write rows the way the ingester does, in random-size batches."""
+    rows = [staged(row) for row in rows]
     rng = random.Random(seed)
     conn = await asyncpg.connect(dsn)
     await database.prepare_writer_connection(conn)
@@ -64,8 +72,8 @@ def capture_in_store(dsn, shared_data):
     shuffled = rows + rng.sample(rows, len(rows) // 20)
     rng.shuffle(shuffled)  # out of order within and across seconds
     asyncio.run(store_in_batches(dsn, shuffled, seed=2))
-    ticks = pd.DataFrame(rows, columns=list(database.TICK_COLUMNS))
-    ticks["ts"] = pd.to_datetime(ticks["ts"], utc=True)
+    ticks = pd.DataFrame(rows, columns=list(database.STAGE_COLUMNS))
+    ticks["ts"] = pd.to_datetime(ticks.pop("time_us"), unit="us", utc=True)
     return dsn, ticks
 
 

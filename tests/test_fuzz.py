@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import psycopg2
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import importer
-from main import MAX_CLOCK_AHEAD_MS, MIN_TRADE_TIME_MS, SHUTDOWN, MalformedFrame, parse_frame
+from main import EPOCH, MAX_CLOCK_AHEAD_MS, MIN_TRADE_TIME_MS, SHUTDOWN, MalformedFrame, parse_frame
 
 EXAMPLES = 150  # per property; the whole file stays around a minute even on a busy machine
 DB_EXAMPLES = 5  # the property that imports into a real database
@@ -25,7 +24,7 @@ MAX_BIGINT = 2 ** 63 - 1
 SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
 NOW = datetime.now(timezone.utc)
 NOW_MS = NOW.timestamp() * 1000
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=MIN_TRADE_TIME_MS)
+EARLIEST = EPOCH + timedelta(milliseconds=MIN_TRADE_TIME_MS)
 LATEST = NOW + timedelta(milliseconds=MAX_CLOCK_AHEAD_MS)
 VALID_DATA = {"e": "trade", "E": 1723161255343, "s": "BTCUSDT", "t": 3735683259, "p": "61837.63000000",
               "q": "0.02000000", "T": 1723161255342, "m": True, "M": True}
@@ -50,10 +49,10 @@ field_texts = st.one_of(
 
 def assert_storable_tick(row: tuple, symbols: frozenset | None = None) -> None:
     """A ticks row the database accepts and the bars can trust."""
-    symbol, trade_id, ts, price, qty, is_buyer_maker = row
+    symbol, trade_id, time_us, price, qty, is_buyer_maker = row
     assert type(symbol) is str and symbol and (symbols is None or symbol in symbols)
     assert type(trade_id) is int and 0 <= trade_id <= MAX_BIGINT
-    assert isinstance(ts, datetime) and ts.tzinfo is not None and EARLIEST <= ts <= LATEST
+    assert type(time_us) is int and EARLIEST <= EPOCH + timedelta(microseconds=time_us) <= LATEST
     assert type(price) is float and 0 < price < math.inf
     assert type(qty) is float and 0 < qty < math.inf
     assert type(is_buyer_maker) is bool
@@ -145,7 +144,8 @@ def test_agg_trade_line_parser(line: str) -> None:
     row = parse_or_refuse(importer.parse_agg_trade_line, line)
     if row is not None:
         symbol, agg_id, ts, price, qty, first_id, last_id, maker = row
-        assert_storable_tick((symbol, agg_id, ts, price, qty, maker))
+        assert isinstance(ts, datetime) and ts.tzinfo is not None
+        assert_storable_tick((symbol, agg_id, (ts - EPOCH) // timedelta(microseconds=1), price, qty, maker))
         assert type(first_id) is int and type(last_id) is int and 0 <= first_id <= last_id <= MAX_BIGINT
 
 
@@ -174,15 +174,15 @@ def decode_fast_rows(batch: importer.Batch) -> list[tuple]:
     """The fast path's binary COPY rows back as (trade_id, µs since 1970, price, qty, maker)."""
     payload = b"".join(batch.binary_parts)
     rows = np.frombuffer(payload, importer.tick_copy_dtype(len(CONTEXT.symbol)))
-    micros = rows["ts"].astype(np.int64) + importer.PG_EPOCH_MICROS
+    micros = rows["time_us"].astype(np.int64)
     return [(int(i), int(t), float(p), float(q), bool(m))
             for i, t, p, q, m in zip(rows["trade_id"], micros, rows["price"], rows["qty"], rows["maker"])]
 
 
 def as_comparable(row: tuple) -> tuple:
-    """A ticks row as (trade_id, µs since 1970, price, qty, maker)."""
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return row[1], (row[2] - epoch) // timedelta(microseconds=1), row[3], row[4], row[5]
+    """A staged (time in µs) or stored (datetime) ticks row as (trade_id, µs since 1970, price, qty, maker)."""
+    micros = row[2] if type(row[2]) is int else (row[2] - EPOCH) // timedelta(microseconds=1)
+    return row[1], micros, row[3], row[4], row[5]
 
 
 valid_trade_lines = st.builds(

@@ -20,7 +20,8 @@ def test_ticks_are_partitioned_by_day_and_retention_drops_old_days_but_keeps_bar
     import asyncpg
 
     today = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
-    rows = [("BTCUSDT", 100 + age, today - timedelta(days=age), 100.0, 1.0, False) for age in (0, 1, 2, 40, 41)]
+    micros = int(today.timestamp()) * 1_000_000
+    rows = [("BTCUSDT", 100 + age, micros - age * 86_400_000_000, 100.0, 1.0, False) for age in (0, 1, 2, 40, 41)]
 
     async def scenario() -> list[str]:
         conn = await asyncpg.connect(dsn)
