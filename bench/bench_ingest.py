@@ -7,8 +7,9 @@ Per run, against a fresh demo exchange sending as fast as the socket takes (spee
   2. the real ingester (`python main.py`) streams the same N trades into a fresh database;
   3. with --minimal, a reference "minimal ingester" (websockets + orjson + a writer task doing plain
      copy_records_to_table into an unindexed table: no validation, dedupe, bars, gap tracking or health).
-Prints ticks/s, ratios to the discard client, p50/p99 frame-to-commit latency and the ingester's peak RSS;
-medians last.
+Prints ticks/s, ratios to the discard client, p50/p99 frame-to-commit latency, the ingester's peak RSS, and the
+CPU time per trade of the exchange, the ingester and its PostgreSQL sessions while ingesting (the three share
+the machine's cores); medians last.
 Uses the embedded PostgreSQL (or DATABASE_URL's server).
 """
 from __future__ import annotations
@@ -134,6 +135,21 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (from /proc; a process that is gone or unreadable counts 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+
+
 def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
     dsn = fresh_database(base_dsn, "bench_ingest")
     exchange, port = start_exchange(trades)
@@ -147,6 +163,7 @@ def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
         conn.autocommit = True
         first_seen = done_at = None
         deadline = time.monotonic() + 600
+        groups: dict[str, list[int]] = {}
         with conn.cursor() as cur:
             while time.monotonic() < deadline:
                 cur.execute("SELECT count(*) FROM ticks")
@@ -154,10 +171,15 @@ def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
                 now = time.perf_counter()
                 if count and first_seen is None:
                     first_seen = (now, count)
+                    cur.execute(BACKENDS_SQL)  # the ingester's sessions (writer, health)
+                    groups = {"exchange": [exchange.pid], "ingester": [ingester.pid],
+                              "postgres": [row[0] for row in cur.fetchall()]}
+                    cpu_at_first = {name: cpu_seconds(pids) for name, pids in groups.items()}
                 if count >= trades:
                     done_at = now
                     break
                 time.sleep(0.05)
+        cpu = {name: cpu_seconds(pids) - cpu_at_first[name] for name, pids in groups.items()}
         rss = peak_rss_mb(ingester.pid)
         stop(ingester)
         stop(exchange)
@@ -166,7 +188,9 @@ def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
     latency = re.search(r"commit latency p50=([\d.]+)s p99=([\d.]+)s", log)
     assert done_at and first_seen and latency, log[-2000:]
     rate = (trades - first_seen[1]) / (done_at - first_seen[0])
-    return {"ingest_tps": rate, "p50": float(latency.group(1)), "p99": float(latency.group(2)), "rss_mb": rss}
+    per_trade = {f"cpu_{name}": seconds * 1e6 / (trades - first_seen[1]) for name, seconds in cpu.items()}
+    return {"ingest_tps": rate, "p50": float(latency.group(1)), "p99": float(latency.group(2)), "rss_mb": rss,
+            **per_trade}
 
 
 def discard_run(trades: int) -> float:
@@ -186,7 +210,7 @@ def main() -> None:
     settings = bench_settings("bench-ingest")
     base_dsn = database.ensure_database(settings)
     print(f"{'run':>3} {'discard t/s':>12} {'ingest t/s':>11} {'ratio':>6} {'p50 s':>6} {'p99 s':>6} {'RSS MB':>7}"
-          f" {'minimal t/s':>12} {'ratio':>6}")
+          f" {'minimal t/s':>12} {'ratio':>6}   CPU µs/trade while ingesting: exchange ingester postgres")
     results = []
     for run in range(1, args.runs + 1):
         ceiling = discard_run(args.trades)
@@ -194,13 +218,15 @@ def main() -> None:
         minimal = (minimal_run(base_dsn, args.trades, settings.batch_rows, settings.batch_seconds)
                    if args.minimal else math.nan)
         ratio = ingest["ingest_tps"] / ceiling
+        cpu = (ingest["cpu_exchange"], ingest["cpu_ingester"], ingest["cpu_postgres"])
         results.append((ceiling, ingest["ingest_tps"], ratio, ingest["p50"], ingest["p99"], ingest["rss_mb"],
-                        minimal, minimal / ceiling))
+                        minimal, minimal / ceiling, *cpu))
         print(f"{run:>3} {ceiling:>12,.0f} {ingest['ingest_tps']:>11,.0f} {ratio:>6.2f} {ingest['p50']:>6.3f} "
-              f"{ingest['p99']:>6.3f} {ingest['rss_mb']:>7.1f} {minimal:>12,.0f} {minimal / ceiling:>6.2f}", flush=True)
+              f"{ingest['p99']:>6.3f} {ingest['rss_mb']:>7.1f} {minimal:>12,.0f} {minimal / ceiling:>6.2f}"
+              f"   {cpu[0]:>8.2f} {cpu[1]:>8.2f} {cpu[2]:>8.2f}", flush=True)
     med = [statistics.median(column) for column in zip(*results)]
     print(f"med {med[0]:>12,.0f} {med[1]:>11,.0f} {med[2]:>6.2f} {med[3]:>6.3f} {med[4]:>6.3f} {med[5]:>7.1f}"
-          f" {med[6]:>12,.0f} {med[7]:>6.2f}")
+          f" {med[6]:>12,.0f} {med[7]:>6.2f}   {med[8]:>8.2f} {med[9]:>8.2f} {med[10]:>8.2f}")
     print(f"({args.trades:,} trades per run, {len(SYMBOLS)} symbols, BATCH_ROWS={settings.batch_rows}, "
           f"BATCH_SECONDS={settings.batch_seconds})")
     if not settings.database_url:
