@@ -493,8 +493,14 @@ class DemoExchange:
         max_connection_age: float | None = DEFAULT_MAX_CONNECTION_AGE,
         rest_weight_limit: int | None = None,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        pregenerate: bool = False,
     ) -> None:
-        """Configure the exchange; nothing runs until start() / start_in_thread()."""
+        """Configure the exchange; nothing runs until start() / start_in_thread().
+
+        ``pregenerate`` (synthetic, speed 0, max_trades): build all frames in start(), so that streaming them
+        costs the machine only the sending -- for benchmarks, where the exchange shares the CPU with the client
+        under test (Binance's servers do not).
+        """
         self.mode = mode or ("replay" if replay_paths else "synthetic")
         if self.mode not in ("synthetic", "replay"):
             raise ValueError(f"mode must be 'synthetic' or 'replay', not {self.mode!r}")
@@ -504,6 +510,11 @@ class DemoExchange:
             raise ValueError("speed must be >= 0 (0 = as fast as possible)")
         if max_trades is not None and max_trades <= 0:
             raise ValueError("max_trades must be > 0")
+        if pregenerate and (speed != 0 or max_trades is None or (mode or "synthetic") != "synthetic" or replay_paths):
+            raise ValueError("pregenerate needs synthetic mode, speed 0 and max_trades")
+        self.pregenerate = pregenerate
+        self._pregenerated: list[tuple[str, bytes, str, Trade]] = []
+        self._pregenerated_sent = 0
         self.seed, self.rate, self.speed = seed, rate, speed
         self.host, self.port = host, port
         self.max_trades = max_trades
@@ -592,6 +603,12 @@ class DemoExchange:
                 logger.info("pre-generated %d trades of history (%.0f s)", len(backlog), self.history_seconds)
                 if self.start_time_ms is None:  # generation took a while: keep live T on the wall clock
                     self._market.start_ms = now_ms() - int(self._market.sim_time * 1000)
+            if self.pregenerate:
+                assert self.max_trades is not None
+                trades = self._market.generate_count(self.max_trades, now_ms() if self.wall_clock_times else None)
+                self._pregenerated = [(f"{s.lower()}@trade", encode_trade_frame(s, t, e), s, t)
+                                      for s, t, e in trades[: self.max_trades]]
+                logger.info("pre-generated %d frames", len(self._pregenerated))
         self._server = await serve(
             self._handle, self.host, self.port,
             process_request=self._process_request,
@@ -925,6 +942,15 @@ class DemoExchange:
             if self.speed == 0:
                 await self._wait_fast_ready()
                 if not self._running.is_set():  # type: ignore[union-attr]
+                    continue
+                if self.pregenerate:
+                    start = self._pregenerated_sent
+                    self._publish(self._pregenerated[start:start + FAST_BATCH_TRADES])
+                    self._pregenerated_sent = min(start + FAST_BATCH_TRADES, len(self._pregenerated))
+                    if self._pregenerated_sent == len(self._pregenerated):
+                        self._finish()
+                        return
+                    await asyncio.sleep(0)
                     continue
                 batch = market.generate_count(FAST_BATCH_TRADES, now_ms() if self.wall_clock_times else None)
             else:
@@ -1298,6 +1324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-seconds", type=_non_negative_float, default=0.0,
                    help="pre-generate this much synthetic history for historicalTrades")
     p.add_argument("--wall-clock-times", action="store_true", help="stamp E/T with wall-clock now (latency bench)")
+    p.add_argument("--pregenerate", action="store_true",
+                   help="with --speed 0 --max-trades N: build the N frames before serving (benchmarks)")
     p.add_argument("--ping-interval", type=_positive_float, default=DEFAULT_PING_INTERVAL)
     p.add_argument("--ping-timeout", type=_positive_float, default=DEFAULT_PING_TIMEOUT)
     p.add_argument("--max-connection-age", type=_positive_float, default=DEFAULT_MAX_CONNECTION_AGE,
@@ -1330,6 +1358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             history_seconds=args.history_seconds, wall_clock_times=args.wall_clock_times,
             ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
             max_connection_age=args.max_connection_age, rest_weight_limit=args.rest_weight_limit,
+            pregenerate=args.pregenerate,
         )
         asyncio.run(_serve(exchange))
     except (ValueError, OSError) as exc:

@@ -46,7 +46,7 @@ def start_exchange(trades: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "demo_exchange.py", "--port", str(port), "--symbols", ",".join(SYMBOLS), "--speed", "0",
-         "--max-trades", str(trades), "--wall-clock-times", "--log-level", "WARNING"],
+         "--max-trades", str(trades), "--pregenerate", "--wall-clock-times", "--log-level", "WARNING"],
         cwd=PROJECT_DIR, stdout=subprocess.DEVNULL)
     assert wait_for_port("127.0.0.1", port, 20), "demo exchange did not start"
     return process, port

@@ -86,10 +86,13 @@ def get_json(url: str) -> tuple[int, dict[str, str], Any]:
 # ---------------------------------------------------------------------------------------------- streams
 
 
-def test_frames_schema_ids_and_shared_milliseconds(make_exchange: Callable[..., dx.DemoExchange]) -> None:
-    """Frames match Binance exactly, ids are contiguous per symbol and equal history, T is shared often."""
+@pytest.mark.parametrize("pregenerate", [False, True])
+def test_frames_schema_ids_and_shared_milliseconds(make_exchange: Callable[..., dx.DemoExchange],
+                                                   pregenerate: bool) -> None:
+    """Frames match Binance exactly, ids are contiguous per symbol and equal history, T is shared often
+    (also when the frames are built before serving, as the ingest benchmark does)."""
     total = 4000
-    exchange = make_exchange(speed=0, max_trades=total, start_paused=True, seed=3)
+    exchange = make_exchange(speed=0, max_trades=total, start_paused=True, seed=3, pregenerate=pregenerate)
     streams = [f"{s.lower()}@trade" for s in dx.DEFAULT_SYMBOLS]
 
     async def run() -> list[tuple[str, dict]]:
@@ -376,6 +379,12 @@ def test_synthetic_pair_recovers_hedge_ratio() -> None:
     half_life = -np.log(2) / np.log(phi)
     # AR(1) on trade-price bars is biased low (asynchronous closes, short sample): only check the scale.
     assert dx.HALF_LIFE_SECONDS / 4 < half_life < dx.HALF_LIFE_SECONDS * 2
+
+
+@pytest.mark.parametrize("options", [{"speed": 1.0, "max_trades": 10}, {"speed": 0}])
+def test_pregenerate_needs_speed_0_and_max_trades(options: dict) -> None:
+    with pytest.raises(ValueError, match="pregenerate"):
+        dx.DemoExchange(pregenerate=True, **options)
 
 
 def test_synthetic_is_deterministic() -> None:
