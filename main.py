@@ -263,6 +263,8 @@ class Ingester:
         self.rest_budget = RestWeightBudget(settings.rest_weight_per_minute)
         self.resume_ids: dict[str, int] = {}
         self.stop_deadline = math.inf  # set at shutdown: past it, a dead database no longer blocks exit
+        self.batch_rows, self.max_buffer_rows = settings.batch_rows, settings.max_buffer_rows  # read per trade
+        self.now_ms = time.time() * 1000  # wall clock for the "absurd timestamp" check, refreshed every second
 
     # ---- frames -----------------------------------------------------------------------------------
     def count_malformed(self, error: MalformedFrame, source: str) -> None:
@@ -271,38 +273,45 @@ class Ingester:
         if self.malformed[error.kind] == 1:
             log.warning("malformed %s dropped (%s); further ones of this kind are only counted", source, error)
 
-    def handle_frame(self, raw: bytes) -> bool:
-        """Parse one frame into the buffer; return True when the server announced a shutdown."""
+    def handle_frame(self, raw: bytes, received: float) -> bool:
+        """Parse one frame (received at monotonic time `received`) into the buffer; return True when the
+        server announced a shutdown.
+
+        This runs for every trade, so the common case (the next id of its symbol) is kept to a few
+        operations; anything else goes to track_trade_id.
+        """
         self.frames += 1
         try:
-            parsed = parse_frame(raw, self.symbols, time.time() * 1000)
+            row = parse_frame(raw, self.symbols, self.now_ms)
         except MalformedFrame as error:
             self.count_malformed(error, "frame")
             return False
-        if type(parsed) is tuple:
-            self.accept_row(parsed, from_stream=True)
-            return False
-        return parsed is SHUTDOWN
-
-    def accept_row(self, row: tuple, from_stream: bool) -> None:
-        """Track ids for gap detection and append the row to the write buffer; a stream row past the
-        buffer bound is only noted as dropped (REST refills it), REST rows wait for space instead."""
-        symbol, trade_id = row[0], row[1]
-        stats = self.stats[symbol]
-        if from_stream:
-            if stats.last_trade_id is not None and trade_id == stats.last_trade_id + 1:
-                stats.last_trade_id = trade_id  # the common case, kept cheap
-            else:
-                self.track_trade_id(stats, symbol, trade_id)
-            stats.last_trade_us = row[2]
-            stats.ticks_since_report += 1
-        if from_stream and len(self.buffer) >= self.settings.max_buffer_rows:
+        if type(row) is not tuple:
+            return row is SHUTDOWN
+        stats = self.stats[row[0]]
+        trade_id = row[1]
+        if stats.last_trade_id == trade_id - 1:  # None (no id yet) never equals
+            stats.last_trade_id = trade_id
+        else:
+            self.track_trade_id(stats, row[0], trade_id)
+        stats.last_trade_us = row[2]
+        stats.ticks_since_report += 1
+        buffer = self.buffer
+        if len(buffer) >= self.max_buffer_rows:  # the database is behind: REST refills these later
             stats.dropped = [min(stats.dropped[0], trade_id), max(stats.dropped[1], trade_id)] \
                 if stats.dropped else [trade_id, trade_id]
-            return
+            return False
+        buffer.append(row)
+        self.buffer_times.append(received)
+        if len(buffer) == self.batch_rows:  # the writer swaps in an empty buffer, so each batch crosses once
+            self.rows_ready.set()
+        return False
+
+    def accept_rest_row(self, row: tuple) -> None:
+        """Append a REST (gap repair) row to the write buffer; the caller has waited for buffer space."""
         self.buffer.append(row)
         self.buffer_times.append(time.monotonic())
-        if len(self.buffer) >= self.settings.batch_rows:
+        if len(self.buffer) >= self.batch_rows:
             self.rows_ready.set()
 
     def track_trade_id(self, stats: SymbolStats, symbol: str, trade_id: int) -> None:
@@ -389,6 +398,7 @@ class Ingester:
         async def watchdog() -> None:
             while True:
                 await asyncio.sleep(1.0)
+                self.now_ms = time.time() * 1000
                 now = time.monotonic()
                 if now - last_frame[0] > self.settings.stream_silence_seconds:
                     log.warning("no frame for %.0f s: treating the stream as dead", now - last_frame[0])
@@ -401,8 +411,8 @@ class Ingester:
         try:
             while True:
                 raw = await ws.recv(decode=False)
-                last_frame[0] = time.monotonic()
-                if self.handle_frame(raw) and not handover.is_set():
+                last_frame[0] = received = time.monotonic()
+                if self.handle_frame(raw, received) and not handover.is_set():
                     log.info("server announced shutdown")
                     handover.set()
         except ConnectionClosed as closed:
@@ -573,7 +583,7 @@ class Ingester:
                     self.count_malformed(error, "REST record")
                     continue
                 if next_id <= row[1] <= last_id:
-                    self.accept_row(row, from_stream=False)
+                    self.accept_rest_row(row)
                     filled += 1
             highest = max((item.get("id", -1) for item in body if isinstance(item, dict)), default=-1)
             next_id = max(next_id + 1, highest + 1) if isinstance(highest, int) else last_id + 1
