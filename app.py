@@ -397,9 +397,14 @@ GRID_THEME = {"function": ("themeBalham.withParams({backgroundColor: '#1a1e2b', 
                            "fontSize: 11, rowHeight: 22, headerHeight: 24, oddRowBackgroundColor: '#181c27'})")}
 
 
-def grid(grid_id: str) -> dag.AgGrid:
-    """A dense dark AG Grid."""
-    return dag.AgGrid(id=grid_id, rowData=[], columnDefs=[], className="grid",
+# The feed-health grid's columns never change: set once in the layout, not resent by the 1 s tick.
+HEALTH_COLUMNS = [{"field": c, "headerName": c} for c in
+                  ("symbol", "connected", "lag_s", "ticks_s", "gaps_filled", "last_tick_age_s", "reconnects")]
+
+
+def grid(grid_id: str, columns: list[dict] | None = None) -> dag.AgGrid:
+    """A dense dark AG Grid (`columns`: fixed column definitions, never sent again by a callback)."""
+    return dag.AgGrid(id=grid_id, rowData=[], columnDefs=columns or [], className="grid",
                       defaultColDef={"resizable": True, "sortable": True, "filter": True, "minWidth": 70, "flex": 1},
                       dashGridOptions={"theme": GRID_THEME, "animateRows": False, "suppressCellFocus": True},
                       style={"height": "var(--h-grid)"})
@@ -596,7 +601,7 @@ def build_layout() -> html.Div:
             panel("Backtest trades", [grid("trades-grid")], "trades", (("trades", "CSV"),)),
             panel("Alerts · event history", [html.Div(id="alerts-note", className="collecting"),
                                               grid("alerts-grid")], "alerts", (("alerts", "CSV"),)),
-            panel("Feed health", [grid("health-grid")], "health"),
+            panel("Feed health", [grid("health-grid", HEALTH_COLUMNS)], "health"),
         ]),
         html.Div(style={"padding": "0 6px 6px"}, children=[rules_panel()]),
         html.Div(className="controls", children=[html.Span("Stable CSV URLs:"), html.Div(id="export-links")]),
@@ -846,18 +851,13 @@ def stale_banner(stale: dict[str, list[str]]) -> str:
     return "⚠ STALE DATA: " + "; ".join(f"{s} ({', '.join(r)})" for s, r in stale.items()) + hint
 
 
-HEALTH_COLUMNS = [{"field": c, "headerName": c} for c in
-                  ("symbol", "connected", "lag_s", "ticks_s", "gaps_filled", "last_tick_age_s", "reconnects")]
-
-
-@app.callback(Output("ticker", "children"), Output("health-grid", "rowData"), Output("health-grid", "columnDefs"),
-              Output("stale-banner", "children"), Output("feed-badge", "children"), Output("feed-badge", "className"),
-              Output("bar-key", "data"),
+@app.callback(Output("ticker", "children"), Output("health-grid", "rowData"), Output("stale-banner", "children"),
+              Output("feed-badge", "children"), Output("feed-badge", "className"), Output("bar-key", "data"),
               Input("tick", "n_intervals"), State("view", "data"), State("bar-key", "data"), State("rendered", "data"))
 def tick(_: int | None, view_data: dict | None, bar_key: dict | None, rendered: dict | None) -> tuple:
     """Every second: tick-level numbers, feed health, and the bar clock (changes only when a bar closes)."""
     if not view_data:
-        return (no_update,) * 7
+        return (no_update,) * 6
     view = View(**view_data)
     now = datetime.now(timezone.utc)
     prices = source.last_prices(source.symbols())
@@ -866,7 +866,7 @@ def tick(_: int | None, view_data: dict | None, bar_key: dict | None, rendered: 
     newest = max(times).timestamp() if times else 0
     key = f"{view.tf}:{int(newest // view.bar_seconds)}"
     stale = view.a in stale_symbols or view.b in stale_symbols
-    return (ticker_items(view, prices, source.latest_view_data(view)), rows, HEALTH_COLUMNS, stale_banner(stale_symbols),
+    return (ticker_items(view, prices, source.latest_view_data(view)), rows, stale_banner(stale_symbols),
             "STALE" if stale else "LIVE", "badge stale" if stale else "badge live",
             next_bar_key(key, bar_key, rendered, time.time()))
 
@@ -934,9 +934,13 @@ def export_links(view: View) -> list:
               Output("trades-grid", "rowData"), Output("trades-grid", "columnDefs"),
               Output("alerts-grid", "rowData"), Output("alerts-grid", "columnDefs"), Output("export-links", "children"),
               Output("rendered", "data"),
-              Input("view", "data"), Input("bar-key", "data"), State("rendered", "data"))
-def refresh(view_data: dict | None, bar_key: dict | None, rendered: dict | None) -> tuple:
-    """New view: whole figures. Bar close on the same view: Patch replacing trace arrays (zoom/pan/legend kept)."""
+              Input("view", "data"), Input("bar-key", "data"), State("rendered", "data"),
+              *[State(g, "columnDefs") for g in ("stats-grid", "trades-grid", "alerts-grid")])
+def refresh(view_data: dict | None, bar_key: dict | None, rendered: dict | None, stats_shown: list | None = None,
+            trades_shown: list | None = None, alerts_shown: list | None = None) -> tuple:
+    """New view: whole figures. Bar close on the same view: Patch replacing trace arrays (zoom/pan/legend kept).
+
+    Grid columnDefs are sent only when they differ from what the grid shows (see `changed_columns`)."""
     if not view_data:
         return (no_update,) * (len(FIGURE_IDS) + len(READY_IDS) + 10)
     data = source.view_data(View(**view_data))
@@ -950,8 +954,18 @@ def refresh(view_data: dict | None, bar_key: dict | None, rendered: dict | None)
     trade_rows, trade_cols = grid_rows(exports.trades_frame(data.pair))
     alert_rows, alert_cols = grid_rows(source.alerts())
     return (*figs, *[ready[i] for i in READY_IDS], kv_table(metric_rows(data.pair)),
-            kv_table(backtest_rows(data.pair)), stats_rows, stats_cols, trade_rows, trade_cols,
-            alert_rows, alert_cols, export_links(data.view), {"view": view_data, "key": bar_key})
+            kv_table(backtest_rows(data.pair)), stats_rows, changed_columns(stats_cols, stats_shown),
+            trade_rows, changed_columns(trade_cols, trades_shown), alert_rows, changed_columns(alert_cols, alerts_shown),
+            export_links(data.view), {"view": view_data, "key": bar_key})
+
+
+def changed_columns(columns: list[dict], shown: list[dict] | None) -> list[dict] | Any:
+    """`columns`, or no_update when the grid already shows exactly these.
+
+    Setting columnDefs again is not free in AG Grid: on a grid still without rows (no alerts, no trades yet)
+    each reset adds column-state listeners that AG Grid only releases when the first rows arrive, so resending
+    them every bar grew the page's JS heap without bound (bench/README.md, dashboard heap)."""
+    return no_update if shown == columns else columns
 
 
 @app.callback(Output("adf-result", "children"), Input("run-adf", "n_clicks"), State("view", "data"),
@@ -1111,8 +1125,8 @@ def badge(unseen: int) -> tuple[str, str]:
               Output("alerts-grid", "rowData", allow_duplicate=True),
               Output("alerts-grid", "columnDefs", allow_duplicate=True),
               Input("tick", "n_intervals"), State("alerts-seen", "data"), State("alerts-ack", "data"),
-              prevent_initial_call=True)
-def poll_alerts(_: int | None, seen: dict | None, ack: int | None) -> tuple:
+              State("alerts-grid", "columnDefs"), prevent_initial_call=True)
+def poll_alerts(_: int | None, seen: dict | None, ack: int | None, alerts_shown: list | None = None) -> tuple:
     """Every second: events newer than the last polled id -> toast, unseen badge, history (no-op otherwise)."""
     seen = dict(seen or {"last_id": None, "ids": []})
     try:
@@ -1130,7 +1144,7 @@ def poll_alerts(_: int | None, seen: dict | None, ack: int | None) -> tuple:
     newest = events[0]
     header = f"{len(events)} new alert{'s' if len(events) > 1 else ''} · {newest.rule_name}"
     rows, columns = grid_rows(source.alerts())
-    return seen, text, css, header, newest.message, True, rows, columns
+    return seen, text, css, header, newest.message, True, rows, changed_columns(columns, alerts_shown)
 
 
 # Badge click, in the browser (a server round trip could be superseded by the next 1 s poll): all seen.
