@@ -23,7 +23,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import dash_ag_grid as dag
 import numpy as np
@@ -38,7 +38,7 @@ import database
 import exports
 import figures
 from exports import LOOKBACKS, PRICE_MODES, REGRESSIONS, View
-from settings import EXIT_BAD_SETTINGS, configure_logging, load_settings_or_exit
+from settings import EXIT_BAD_SETTINGS, Settings, configure_logging, load_settings_or_exit
 
 log = logging.getLogger("dashboard")
 
@@ -54,8 +54,6 @@ STATS_TABLE_ROWS_PER_KEY = 1       # on-screen stats table: the latest bucket pe
 GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 CONTROL_FIELDS = exports.view_fields()
-AUTH_USER_ENV = "DASH_USER"           # HTTP Basic auth on every route when both are set
-AUTH_PASSWORD_ENV = "DASH_PASSWORD"
 AUTH_REALM = "pair-dashboard"
 
 
@@ -312,12 +310,12 @@ settings = load_settings_or_exit()
 configure_logging(settings.log_level)
 
 
-def load_basic_auth(environ: Mapping[str, str]) -> tuple[str, str] | None:
+def load_basic_auth(settings: Settings) -> tuple[str, str] | None:
     """(user, password) when both DASH_USER and DASH_PASSWORD are set, None when neither; exit 2 on one."""
-    user, password = environ.get(AUTH_USER_ENV, ""), environ.get(AUTH_PASSWORD_ENV, "")
+    user, password = settings.dash_user or "", settings.dash_password or ""
     if bool(user) != bool(password):
-        missing = AUTH_PASSWORD_ENV if user else AUTH_USER_ENV
-        given = AUTH_USER_ENV if user else AUTH_PASSWORD_ENV
+        missing = "DASH_PASSWORD" if user else "DASH_USER"
+        given = "DASH_USER" if user else "DASH_PASSWORD"
         print(f"bad setting: {missing} is empty but {given} is set: set both for HTTP Basic auth, or neither",
               file=sys.stderr)
         raise SystemExit(EXIT_BAD_SETTINGS)
@@ -338,7 +336,7 @@ def basic_auth_ok(header: str | None, credentials: tuple[str, str]) -> bool:
     return bool(sep) and user_ok and password_ok
 
 
-BASIC_AUTH = load_basic_auth(os.environ)  # settings.py loaded .env into os.environ
+BASIC_AUTH = load_basic_auth(settings)  # HTTP Basic auth on every route when both are set
 source = DataSource(settings)
 DEFAULT_VIEW = exports.default_view(settings.symbols)
 

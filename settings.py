@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlparse
@@ -39,6 +39,8 @@ class Settings:
     batch_seconds: float = 2.0
     dash_host: str = "127.0.0.1"
     dash_port: int = 8050
+    dash_user: str | None = None          # HTTP Basic auth of the dashboard: both set, or neither
+    dash_password: str | None = field(default=None, repr=False)  # never printed with the settings
     backfill_max: int = 100_000
     max_buffer_rows: int = 2_000_000
     stream_silence_seconds: float = 30.0
@@ -134,6 +136,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "BATCH_SECONDS": ("batch_seconds", _positive_float),
     "DASH_HOST": ("dash_host", _host),
     "DASH_PORT": ("dash_port", _port),
+    "DASH_USER": ("dash_user", lambda n, r: r),
+    "DASH_PASSWORD": ("dash_password", lambda n, r: r),
     "BACKFILL_MAX": ("backfill_max", _positive_int),
     "MAX_BUFFER_ROWS": ("max_buffer_rows", _positive_int),
     "STREAM_SILENCE_SECONDS": ("stream_silence_seconds", _positive_float),

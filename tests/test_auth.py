@@ -18,6 +18,8 @@ from typing import Iterator
 
 import pytest
 
+from settings import load_settings
+
 try:  # tests/ is a package when it has __init__.py, else a rootdir on sys.path
     from tests.test_dashboard import free_port, stop, wait_for
     from tests.test_exports import SYMBOLS, empty_database
@@ -146,7 +148,7 @@ def test_no_auth_when_unset(dashboard, monkeypatch) -> None:
     client = dashboard.server.test_client()
     assert client.get("/").status_code == 200
     assert client.get("/_dash-layout").status_code == 200
-    assert dashboard.load_basic_auth({}) is None
+    assert dashboard.load_basic_auth(load_settings({})) is None
 
 
 def test_hook_guards_every_route_in_process(dashboard, monkeypatch) -> None:
@@ -156,4 +158,11 @@ def test_hook_guards_every_route_in_process(dashboard, monkeypatch) -> None:
         response = client.get(path)
         assert response.status_code == 401 and response.headers["WWW-Authenticate"] == REALM_HEADER
     assert client.get("/_dash-layout", headers={"Authorization": basic(USER, PASSWORD)}).status_code == 200
-    assert dashboard.load_basic_auth({"DASH_USER": USER, "DASH_PASSWORD": PASSWORD}) == (USER, PASSWORD)
+    assert dashboard.load_basic_auth(load_settings({"DASH_USER": USER, "DASH_PASSWORD": PASSWORD})) == (USER, PASSWORD)
+
+
+def test_credentials_come_from_settings_and_the_password_is_never_printed() -> None:
+    settings = load_settings({"DASH_USER": USER, "DASH_PASSWORD": PASSWORD})
+    assert (settings.dash_user, settings.dash_password) == (USER, PASSWORD)
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings)
+    assert load_settings({}).dash_user is None and load_settings({"DASH_PASSWORD": ""}).dash_password is None
