@@ -1,7 +1,8 @@
 """Pair-trading dashboard (Dash): `python app.py` or `gunicorn app:server -w 4`.
 
 Map of this file:
-  DataSource  - per-process lazy DB pool + the analytics cache (one computation per view and bar)
+  DataSource  - per-process lazy DB pool + the analytics cache (one computation per view and bar, shared by
+                every worker process through SharedViewCache: diskcache in CACHE_DIR)
   layout      - header ticker, controls, panels (ids are the callbacks' contract)
   callbacks   - sync_url (URL <-> controls -> `view` store), tick (1 s: ticker, feed health, bar clock),
                 refresh (view change: whole figures; bar close: Patch of trace arrays), run_adf, download
@@ -13,19 +14,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import logging
 import os
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import dash_ag_grid as dag
+import diskcache
 import numpy as np
 import pandas as pd
 import psycopg2
@@ -44,7 +49,12 @@ log = logging.getLogger("dashboard")
 
 TICK_MS = 1_000                    # header ticker / feed health / bar clock refresh
 STALE_SECONDS = 10.0               # last tick older than this -> visible warning
-CACHE_ENTRIES = 64                 # analytics results kept per process (LRU)
+CACHE_ENTRIES = 64                 # analytics results kept per process (LRU, the fast path)
+SHARED_CACHE_FORMAT = 1            # part of every shared-cache key: bump when ViewData's pickled shape changes
+SHARED_CACHE_GRACE_SECONDS = 60    # a shared entry lives one bar of its timeframe plus this, then expires
+SHARED_CACHE_SIZE_LIMIT = 512 * 1024 ** 2  # bytes on disk; least recently stored entries are culled beyond it
+COMPUTE_LOCK_SECONDS = 120.0       # a process that died while computing frees its lock after this
+COMPUTE_POLL_SECONDS = 0.005       # how often a process waiting for another's computation looks for the result
 POOL_MAX_CONNECTIONS = 8
 ONE_BAR = timedelta(seconds=1)     # bars_1s resolution: end of window = newest bar start + 1 s
 TICKS_EXPORT_LIMIT = 200_000
@@ -75,8 +85,95 @@ class ViewData:
     compute_ms: float = 0.0
 
 
+class SharedViewCache:
+    """ViewData shared by every process of the dashboard (`gunicorn app:server -w 4`): diskcache in CACHE_DIR.
+
+    `get` reads an entry; `compute_once` makes sure one process computes a key while the others wait and then
+    read its result. The lock is diskcache's own recipe (`diskcache.Lock`: an atomic `add` of a lock entry that
+    expires, so a process killed mid-computation cannot block the key for ever), with a token so a process only
+    ever releases its own lock, and a wait that also watches for the result. Any disk or unpickling error
+    degrades to computing in the process (logged), never to a failed request.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._cache: diskcache.Cache | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _disk(self) -> diskcache.Cache:
+        """The Cache object of this process (opened after gunicorn forks, like the connection pool)."""
+        with self._lock:
+            if self._cache is None or self._pid != os.getpid():
+                self._cache = diskcache.Cache(str(self.directory), size_limit=SHARED_CACHE_SIZE_LIMIT,
+                                              eviction_policy="least-recently-stored")
+                self._pid = os.getpid()
+            return self._cache
+
+    def close(self) -> None:
+        with self._lock:
+            if self._cache is not None and self._pid == os.getpid():
+                self._cache.close()
+            self._cache, self._pid = None, None
+
+    def get(self, key: str) -> Any:
+        """The stored value, or None (absent, expired or unreadable)."""
+        try:
+            return self._disk().get(key, retry=True)
+        except Exception as error:  # noqa: BLE001 - a stale pickle or a disk problem is a miss, not an error page
+            log.warning("shared analytics cache unreadable (%s: %s); computing here", type(error).__name__, error)
+            return None
+
+    def set_latest(self, pointer: str, key: str, expire: float) -> None:
+        """Remember `key` as the newest entry of a view (for `get_latest`)."""
+        try:
+            self._disk().set(pointer, key, expire=expire, retry=True)
+        except Exception as error:  # noqa: BLE001
+            log.warning("shared analytics cache not written (%s: %s)", type(error).__name__, error)
+
+    def get_latest(self, pointer: str) -> Any:
+        """The newest entry stored under a `set_latest` pointer, or None."""
+        key = self.get(pointer)
+        return self.get(key) if isinstance(key, str) else None
+
+    def compute_once(self, key: str, compute: Callable[[], Any], expire: float) -> tuple[Any, bool]:
+        """(value, computed here?): the first caller computes and stores; concurrent callers wait and reuse it."""
+        lock_key, token = f"lock:{key}", f"{os.getpid()}:{uuid.uuid4().hex}"
+        try:
+            disk = self._disk()
+            deadline = time.monotonic() + COMPUTE_LOCK_SECONDS
+            while not disk.add(lock_key, token, expire=COMPUTE_LOCK_SECONDS, retry=True):
+                value = disk.get(key, retry=True)
+                if value is not None:
+                    return value, False
+                if time.monotonic() > deadline:  # the holder is stuck: do not wait for ever
+                    return compute(), True
+                time.sleep(COMPUTE_POLL_SECONDS)
+        except Exception as error:  # noqa: BLE001
+            log.warning("shared analytics cache unavailable (%s: %s); computing here", type(error).__name__, error)
+            return compute(), True
+        try:
+            value = self.get(key)  # stored by the previous holder while we were acquiring
+            if value is not None:
+                return value, False
+            value = compute()
+            try:
+                disk.set(key, value, expire=expire, retry=True)
+            except Exception as error:  # noqa: BLE001
+                log.warning("shared analytics cache not written (%s: %s)", type(error).__name__, error)
+            return value, True
+        finally:
+            try:
+                with disk.transact(retry=True):
+                    if disk.get(lock_key) == token:
+                        disk.delete(lock_key)
+            except Exception as error:  # noqa: BLE001 - the lock expires by itself
+                log.warning("shared analytics cache lock not released (%s: %s)", type(error).__name__, error)
+
+
 class DataSource:
-    """Lazy per-process DB access plus an LRU cache of analytics shared by every tab of the process."""
+    """Lazy per-process DB access plus the analytics cache: an in-process LRU in front of a cache shared by
+    every worker process (so N tabs on any of the workers cost one computation per view and bar)."""
 
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -87,9 +184,11 @@ class DataSource:
         self._cache: OrderedDict[tuple, ViewData] = OrderedDict()
         self._latest: dict[tuple, ViewData] = {}  # view key -> newest result (the ticker needs no fresh one)
         self._key_locks: dict[tuple, threading.Lock] = {}
+        self.shared = SharedViewCache(settings.cache_dir)
+        self.stats = {"computed": 0, "memory_hits": 0, "shared_hits": 0}  # this process's view_data outcomes
 
     def configure(self, settings) -> None:
-        """Point at other settings/database (tests, benchmarks): drops the pool and the cache."""
+        """Point at other settings/database (tests, benchmarks): drops the pool and the in-process cache."""
         with self._lock:
             if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.closeall()
@@ -97,6 +196,8 @@ class DataSource:
             self._cache.clear()
             self._latest.clear()
             self._key_locks.clear()
+            self.shared.close()
+            self.shared = SharedViewCache(settings.cache_dir)
 
     # -- connections --------------------------------------------------------------------------------
     def _get_pool(self) -> ThreadedConnectionPool:
@@ -172,7 +273,9 @@ class DataSource:
 
     # -- analytics cache ------------------------------------------------------------------------------
     def view_data(self, view: View) -> ViewData:
-        """ViewData for the newest bar: computed once per (view, bar of the view's timeframe) per process."""
+        """ViewData for the newest bar: computed once per (view, bar of the view's timeframe) across all the
+        dashboard's processes. Fast path: this process's LRU; then the shared cache; else one process computes
+        (threads of a process wait on a per-key lock, processes on the shared cache's lock)."""
         anchor = self.latest_time((view.a, view.b))
         bar = int(anchor.timestamp() // view.bar_seconds) if anchor else None
         key = (view.key(), bar, upload_version(view))  # one computation per view, bar (and upload), shared by all tabs
@@ -180,25 +283,65 @@ class DataSource:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # concurrent tabs asking for the same view wait for one computation
+                self.stats["memory_hits"] += 1
+            else:
+                key_lock = self._key_locks.setdefault(key, threading.Lock())
+        if hit is not None:
+            log.debug("view from the process cache (pid %d): %s", os.getpid(), key)
+            return hit
+        with key_lock:  # concurrent tabs of this process asking for the same view wait for one computation
             with self._lock:
                 hit = self._cache.get(key)
             if hit is None:
-                hit = self._compute(view, anchor)
+                hit = self._shared_view_data(key, view, anchor)
                 with self._lock:
                     self._cache[key] = hit
                     self._latest[view.key()] = hit
                     while len(self._cache) > CACHE_ENTRIES:
                         old_key, _ = self._cache.popitem(last=False)
                         self._key_locks.pop(old_key, None)
+            else:
+                with self._lock:
+                    self.stats["memory_hits"] += 1
+                log.debug("view from the process cache (pid %d): %s", os.getpid(), key)
         return hit
 
-    def latest_view_data(self, view: View) -> ViewData | None:
-        """The newest cached result for a view, without computing (for the 1 s ticker)."""
+    def _shared_key(self, key: tuple) -> str:
+        """A key every process derives alike: format, database (hashed: a URL may hold a password), view, bar."""
+        database_id = self.settings.database_url or f"embedded:{self.settings.pg_data_dir}"
+        return "view:" + hashlib.sha256(repr((SHARED_CACHE_FORMAT, database_id, key)).encode()).hexdigest()
+
+    def _shared_view_data(self, key: tuple, view: View, anchor: datetime | None) -> ViewData:
+        """From the shared cache, or computed here once (other processes asking meanwhile wait for it)."""
+        shared_key = self._shared_key(key)
+        data = self.shared.get(shared_key)
+        computed = False
+        if data is None:
+            data, computed = self.shared.compute_once(shared_key, lambda: self._compute(view, anchor),
+                                                      expire=view.bar_seconds + SHARED_CACHE_GRACE_SECONDS)
+            if computed:
+                self.shared.set_latest(self._shared_key((view.key(),)), shared_key,
+                                       expire=view.bar_seconds + SHARED_CACHE_GRACE_SECONDS)
         with self._lock:
-            return self._latest.get(view.key())
+            self.stats["computed" if computed else "shared_hits"] += 1
+        if computed:
+            log.debug("view computed in %.0f ms (pid %d): %s", data.compute_ms, os.getpid(), key)
+        else:
+            log.debug("view from the shared cache (pid %d): %s", os.getpid(), key)
+        return data
+
+    def latest_view_data(self, view: View) -> ViewData | None:
+        """The newest cached result for a view, without computing (for the 1 s ticker): this process's, else
+        the newest any process stored (a tick may reach a worker that never computed this view)."""
+        with self._lock:
+            data = self._latest.get(view.key())
+        if data is not None:
+            return data
+        data = self.shared.get_latest(self._shared_key((view.key(),)))
+        if data is not None:
+            with self._lock:
+                self._latest.setdefault(view.key(), data)
+        return data
 
     def _compute(self, view: View, anchor: datetime | None) -> ViewData:
         started = time.perf_counter()
@@ -1155,6 +1298,7 @@ app.clientside_callback(
     Output("alerts-badge", "className", allow_duplicate=True), Output("alert-toast", "is_open", allow_duplicate=True),
     Input("alerts-badge", "n_clicks"), State("alerts-seen", "data"), prevent_initial_call=True)
 
+log.debug("dashboard loaded in process %d (analytics cache shared through %s)", os.getpid(), settings.cache_dir)
 
 if __name__ == "__main__":
     log.info("dashboard on http://%s:%d%s%s", settings.dash_host, settings.dash_port, " (DEMO)" if settings.demo else "",

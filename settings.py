@@ -41,6 +41,7 @@ class Settings:
     dash_port: int = 8050
     dash_user: str | None = None          # HTTP Basic auth of the dashboard: both set, or neither
     dash_password: str | None = field(default=None, repr=False)  # never printed with the settings
+    cache_dir: Path = PROJECT_DIR / "data" / "cache"  # dashboard analytics cache, shared by its worker processes
     backfill_max: int = 100_000
     max_buffer_rows: int = 2_000_000
     stream_silence_seconds: float = 30.0
@@ -138,6 +139,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DASH_PORT": ("dash_port", _port),
     "DASH_USER": ("dash_user", lambda n, r: r),
     "DASH_PASSWORD": ("dash_password", lambda n, r: r),
+    "CACHE_DIR": ("cache_dir", lambda n, r: (PROJECT_DIR / r.strip()).resolve()),
     "BACKFILL_MAX": ("backfill_max", _positive_int),
     "MAX_BUFFER_ROWS": ("max_buffer_rows", _positive_int),
     "STREAM_SILENCE_SECONDS": ("stream_silence_seconds", _positive_float),

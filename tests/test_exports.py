@@ -155,12 +155,13 @@ def market(pg_base_dsn: str) -> Iterator[tuple[str, SyntheticMarket]]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(market):
-    """The app module pointed at the synthetic database."""
+def dashboard(market, tmp_path_factory):
+    """The app module pointed at the synthetic database (and a fresh shared analytics cache)."""
     os.environ.setdefault("SYMBOLS", ",".join(SYMBOLS))
     import app as dashboard_app
 
-    dashboard_app.source.configure(replace(dashboard_app.settings, database_url=market[0], symbols=SYMBOLS))
+    dashboard_app.source.configure(replace(dashboard_app.settings, database_url=market[0], symbols=SYMBOLS,
+                                           cache_dir=tmp_path_factory.mktemp("analytics_cache")))
     return dashboard_app
 
 
