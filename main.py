@@ -46,6 +46,11 @@ WS_PING_INTERVAL_SECONDS = 20.0
 WS_OPEN_TIMEOUT_SECONDS = 10.0
 WS_MAX_QUEUE_FRAMES = 4096
 WS_MAX_FRAME_BYTES = 1 << 20
+# The reader hands the event loop back every this many frames: frames queued in websockets are returned by
+# recv() without a suspension, and a turn of thousands of frames would starve the writer's COPY (its socket
+# writes and the server's replies are serviced only between turns).
+READER_YIELD_EVERY_FRAMES = 256
+WRITER_SESSION_SETTINGS = {"work_mem": "64MB"}  # the bar fold sorts each batch: in memory, not on disk
 REST_TRADES_LIMIT = 1000  # historicalTrades page size (Binance's maximum)
 REST_TRADES_WEIGHT = 25
 REST_TIMEOUT_SECONDS = 10.0
@@ -412,6 +417,8 @@ class Ingester:
             while True:
                 raw = await ws.recv(decode=False)
                 last_frame[0] = received = time.monotonic()
+                if self.frames % READER_YIELD_EVERY_FRAMES == 0:
+                    await asyncio.sleep(0)
                 if self.handle_frame(raw, received) and not handover.is_set():
                     log.info("server announced shutdown")
                     handover.set()
@@ -440,7 +447,7 @@ class Ingester:
         backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
         while True:
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
+                conn = await asyncpg.connect(self.dsn, timeout=10, server_settings=WRITER_SESSION_SETTINGS)
                 await database.prepare_writer_connection(conn)
                 return conn
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:

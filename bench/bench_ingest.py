@@ -147,6 +147,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# Progress from bars_1s (committed in the same transaction as the ticks): a few rows to sum, where polling
+# count(*) of `ticks` every 50 ms would take a core's tenth from the ingester's database at 300,000 rows.
+STORED_TRADES_SQL = "SELECT coalesce(sum(trade_count), 0) FROM bars_1s"
 BACKENDS_SQL = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 
 
@@ -166,7 +169,7 @@ def ingest_run(base_dsn: str, trades: int) -> dict[str, float]:
         groups: dict[str, list[int]] = {}
         with conn.cursor() as cur:
             while time.monotonic() < deadline:
-                cur.execute("SELECT count(*) FROM ticks")
+                cur.execute(STORED_TRADES_SQL)
                 count = cur.fetchone()[0]
                 now = time.perf_counter()
                 if count and first_seen is None:
