@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -88,11 +89,19 @@ def bench_server(dashboard, runs: int) -> None:
     report("tick (1 s refresh, default view)", [timed_post(client, tick_body) for _ in range(runs)],
            TICK_TARGET_MS, TICK_TARGET_BYTES)
 
+    grids = ("stats-grid", "trades-grid", "alerts-grid")
+    shown: dict[str, list | None] = dict.fromkeys(grids)  # columnDefs the grids show (the renderer sends them)
+
     def refresh_body(v: View, rendered: dict | None) -> dict:
         return callback_body(dashboard, refresh_output,
                              [{"id": "view", "property": "data", "value": asdict(v)},
                               {"id": "bar-key", "property": "data", "value": bar_key}],
-                             [{"id": "rendered", "property": "data", "value": rendered}], ["view.data"])
+                             [{"id": "rendered", "property": "data", "value": rendered},
+                              *[{"id": g, "property": "columnDefs", "value": shown[g]} for g in grids]],
+                             ["view.data"])
+
+    first = client.post("/_dash-update-component", json=refresh_body(view, None)).get_json()["response"]
+    shown.update({g: first[g]["columnDefs"] for g in grids})
 
     samples = []
     for i in range(runs):  # a new window each time: analytics are computed, not served from the cache
@@ -107,8 +116,166 @@ def bench_server(dashboard, runs: int) -> None:
     report("full view change 1s/30m (uncached)", samples, VIEW_TARGET_MS, None)
 
 
-def bench_browser(dsn: str, market, minutes: float) -> None:
-    """JS heap of a live page over `minutes` (forced GC before each sample)."""
+DASH_IDLE_JS = """
+const s = window.store && window.store.getState();
+if (!s || !s.callbacks) return false;
+const c = s.callbacks;
+return ['requested', 'prioritized', 'blocked', 'executing', 'watched', 'executed', 'stored']
+    .every(k => !c[k] || !c[k].length);
+"""
+HISTORY_JS = "const s = window.store && window.store.getState(); return s ? s.history.past.length : null;"
+IDLE_TIMEOUT_SECONDS = 5.0
+READINGS_PER_SAMPLE = 3            # a sample is the smallest of these readings (each after a forced GC)
+FLAT_GROWTH = 0.05                 # minute 1 -> end, from the fitted line: below this the heap is "flat"
+SNAPSHOT_ROWS = 15
+
+
+def wait_idle(driver) -> bool:
+    """Until Dash has no callback in flight (two checks 100 ms apart), at most IDLE_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + IDLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if driver.execute_script(DASH_IDLE_JS):
+            time.sleep(0.1)
+            if driver.execute_script(DASH_IDLE_JS):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def heap_reading(driver) -> float:
+    """JS heap in use (bytes) right after a forced GC, taken while no Dash callback is in flight.
+
+    A callback in flight holds its response and a half-built React/plotly update; a reading caught then is
+    several MB high (up to +14 MB seen) and says nothing about what the page retains."""
+    wait_idle(driver)
+    driver.execute_cdp_cmd("HeapProfiler.collectGarbage", {})
+    return driver.execute_cdp_cmd("Runtime.getHeapUsage", {})["usedSize"]
+
+
+def heap_snapshot(driver) -> tuple[int, dict[str, tuple[int, int]]]:
+    """(total self size, {kind: (count, self size)}) of a V8 heap snapshot (precise full GC first).
+
+    Taken over Chrome's own DevTools socket: the snapshot arrives as events, which selenium's
+    execute_cdp_cmd cannot receive."""
+    import asyncio
+    import json
+    import re
+    import urllib.request
+
+    import websockets
+
+    address = driver.capabilities["goog:chromeOptions"]["debuggerAddress"]
+    with urllib.request.urlopen(f"http://{address}/json") as response:
+        page = next(t for t in json.load(response) if t["type"] == "page")
+
+    async def take() -> str:
+        chunks = []
+        async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+            await ws.send(json.dumps({"id": 1, "method": "HeapProfiler.takeHeapSnapshot",
+                                      "params": {"reportProgress": False}}))
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("method") == "HeapProfiler.addHeapSnapshotChunk":
+                    chunks.append(message["params"]["chunk"])
+                elif message.get("id") == 1:
+                    return "".join(chunks)
+
+    snapshot = json.loads(asyncio.run(take()))
+    meta = snapshot["snapshot"]["meta"]
+    fields, types = meta["node_fields"], meta["node_types"][0]
+    edge_fields, edge_types = meta["edge_fields"], meta["edge_types"][0]
+    width, edge_width = len(fields), len(edge_fields)
+    nodes, edges, strings = snapshot["nodes"], snapshot["edges"], snapshot["strings"]
+    at_type, at_name, at_size = fields.index("type"), fields.index("name"), fields.index("self_size")
+    at_edges = fields.index("edge_count")
+    at_edge_type, at_edge_name, at_to = (edge_fields.index(f) for f in ("type", "name_or_index", "to_node"))
+    kinds: dict[str, list[int]] = {}
+    first_edge = [0]
+    total = 0
+    for i in range(0, len(nodes), width):
+        kind_type = types[nodes[i + at_type]]
+        name = "" if "string" in kind_type or kind_type == "number" else re.sub(r" @\d+", "", strings[nodes[i + at_name]])
+        entry = kinds.setdefault(f"{kind_type}:{name[:70]}", [0, 0])
+        entry[0] += 1
+        entry[1] += nodes[i + at_size]
+        total += nodes[i + at_size]
+        first_edge.append(first_edge[-1] + nodes[i + at_edges])
+
+    def children(node: int) -> list[tuple[str, int]]:
+        """(edge type, child node) of a node (node = its index in `nodes`)."""
+        index = node // width
+        return [(edge_types[edges[k + at_edge_type]], edges[k + at_to])
+                for k in range(first_edge[index] * edge_width, first_edge[index + 1] * edge_width, edge_width)]
+
+    # plotly.js Drawing.savedBBoxes: text bounding boxes cached by text+style, dropped whole at 10,000 entries
+    caches = {edges[k + at_to] for k in range(0, len(edges), edge_width)
+              if edge_types[edges[k + at_edge_type]] == "property" and strings[edges[k + at_edge_name]] == "savedBBoxes"}
+    bbox_entries = bbox_bytes = 0
+    for cache in caches:
+        owned = {cache}
+        for kind, child in children(cache):
+            if kind == "property":
+                bbox_entries += 1
+            if kind in ("property", "internal") and child not in owned:
+                owned.add(child)
+        for child in list(owned - {cache}):  # the dictionary's backing store (keys) and the boxes' numbers
+            owned.update(c for kind, c in children(child) if kind in ("internal", "property", "element"))
+        bbox_bytes += sum(nodes[n + at_size] for n in owned)
+    return {"total": total, "kinds": {k: (v[0], v[1]) for k, v in kinds.items()},
+            "bbox_entries": bbox_entries, "bbox_bytes": bbox_bytes,
+            "code_bytes": sum(v[1] for k, v in kinds.items() if k.startswith("code:"))}
+
+
+def print_snapshot_diff(first: dict, last: dict) -> None:
+    """Totals, plotly's text-box cache apart, the rest, and the kinds that grew most."""
+    def mb(value: float) -> str:
+        return f"{value / 1e6:.2f}"
+
+    rest = [s["total"] - s["bbox_bytes"] for s in (first, last)]
+    growth = (rest[1] - rest[0]) / rest[0]
+    print(f"heap snapshots (precise GC), minute 1 -> end: total {mb(first['total'])} -> {mb(last['total'])} MB; "
+          f"of which plotly.js Drawing.savedBBoxes {first['bbox_entries']:,} -> {last['bbox_entries']:,} entries, "
+          f"{mb(first['bbox_bytes'])} -> {mb(last['bbox_bytes'])} MB (plotly empties it at 10,000); "
+          f"V8 code and scripts {mb(first['code_bytes'])} -> {mb(last['code_bytes'])} MB")
+    print(f"heap snapshots without plotly's text-box cache: {mb(rest[0])} -> {mb(rest[1])} MB ({growth * 100:+.1f} %): "
+          f"{'FLAT' if abs(growth) < FLAT_GROWTH else 'GROWING'}")
+    kinds_a, kinds_b = first["kinds"], last["kinds"]
+    grown = sorted(set(kinds_a) | set(kinds_b),
+                   key=lambda k: -(kinds_b.get(k, (0, 0))[1] - kinds_a.get(k, (0, 0))[1]))
+    for kind in grown[:SNAPSHOT_ROWS]:
+        (count_a, size_a), (count_b, size_b) = kinds_a.get(kind, (0, 0)), kinds_b.get(kind, (0, 0))
+        print(f"  {size_b - size_a:+11,d} B {count_b - count_a:+7d} objects ({count_b:7d})  {kind}")
+
+
+def heap_verdict(samples: list[tuple[float, float]], minutes: float) -> None:
+    """Minute 1 and last sample, the least-squares slope after minute 1, and whether that is flat."""
+    after = [(t, h) for t, h in samples if t >= 60.0] or samples
+    times_min = [t / 60 for t, _ in after]
+    heaps = [h / 1e6 for _, h in after]
+    slope, intercept = statistics.linear_regression(times_min, heaps) if len(after) > 1 else (0.0, heaps[0])
+    start_fit = intercept + slope * times_min[0]
+    growth = slope * (times_min[-1] - times_min[0]) / start_fit if start_fit else 0.0
+    print(f"browser JS heap over {minutes:g} min: first {samples[0][1] / 1e6:.2f} MB, minute 1 {heaps[0]:.2f} MB, "
+          f"last {heaps[-1]:.2f} MB ({(heaps[-1] / heaps[0] - 1) * 100:+.1f} %); after minute 1: slope {slope:+.3f} MB/min, fitted growth {growth * 100:+.1f} % "
+          f"({start_fit:.2f} -> {start_fit + slope * (times_min[-1] - times_min[0]):.2f} MB), "
+          f"min {min(heaps):.2f} / max {max(heaps):.2f} MB")
+    middle = (times_min[0] + times_min[-1]) / 2
+    lows = [min(h for t, h in zip(times_min, heaps) if early == (t < middle)) for early in (True, False)]
+    low_growth = lows[1] / lows[0] - 1
+    print(f"lowest sample, minutes {times_min[0]:.0f}-{middle:.1f}: {lows[0]:.2f} MB; minutes {middle:.1f}-"
+          f"{times_min[-1]:.1f}: {lows[1]:.2f} MB ({low_growth * 100:+.1f} %)")
+    print("  (the samples include plotly.js's text-box cache Drawing.savedBBoxes: it fills with every new axis label and "
+          "is emptied at 10,000 entries, a saw tooth of up to ~4 MB every ~5 min at 1 s updates, so the fitted slope "
+          "depends on where the run ends; the lowest samples are taken with that cache nearly empty, and "
+          "--snapshots measures without it)")
+    print(f"verdict: {'FLAT' if abs(low_growth) < FLAT_GROWTH else 'GROWING'} (lowest samples, |growth| < "
+          f"{FLAT_GROWTH * 100:.0f} %); fitted over all samples after minute 1: "
+          f"{'FLAT' if abs(growth) < FLAT_GROWTH else 'GROWING'} ({growth * 100:+.1f} %)")
+
+
+def bench_browser(dsn: str, market, minutes: float, snapshots: bool) -> None:
+    """JS heap of a live page over `minutes`: a sample every SAMPLE_SECONDS (smallest of READINGS_PER_SAMPLE
+    readings, each after a forced GC while no callback is in flight), DOM nodes and listeners alongside."""
     from test_dashboard import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM, free_port, http_ok, start_app, stop
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -140,19 +307,30 @@ def bench_browser(dsn: str, market, minutes: float) -> None:
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
         driver.get(f"http://127.0.0.1:{port}/?tf=1s&lookback=1800&window=120")
         time.sleep(SAMPLE_SECONDS * 2)
-        samples = []
-        end = time.monotonic() + minutes * 60
+        samples: list[tuple[float, float]] = []
+        snaps = []
+        started = time.monotonic()
+        end = started + minutes * 60
         while True:
-            driver.execute_cdp_cmd("HeapProfiler.collectGarbage", {})
-            heap = driver.execute_cdp_cmd("Runtime.getHeapUsage", {})["usedSize"]
-            samples.append(heap)
-            print(f"  t={len(samples) * SAMPLE_SECONDS - SAMPLE_SECONDS:5.0f} s  JS heap {heap / 1e6:7.2f} MB", flush=True)
+            at = time.monotonic() - started
+            readings = []
+            for _ in range(READINGS_PER_SAMPLE):
+                readings.append(heap_reading(driver))
+                time.sleep(1.0)
+            heap = min(readings)
+            samples.append((at, heap))
+            dom = driver.execute_cdp_cmd("Memory.getDOMCounters", {})
+            print(f"  t={at:5.0f} s  JS heap {heap / 1e6:7.2f} MB (readings {', '.join(f'{r / 1e6:.1f}' for r in readings)})"
+                  f"  DOM nodes {dom['nodes']}  listeners {dom['jsEventListeners']}"
+                  f"  dash history {driver.execute_script(HISTORY_JS)}", flush=True)
+            if snapshots and not snaps and at >= 60:
+                snaps.append(heap_snapshot(driver))
             if time.monotonic() >= end:
                 break
-            time.sleep(SAMPLE_SECONDS)
-        first, last = samples[0], samples[-1]
-        growth = (last - first) / first * 100 if first else 0.0
-        print(f"browser JS heap over {minutes:g} min: {first / 1e6:.2f} -> {last / 1e6:.2f} MB ({growth:+.1f} %)")
+            time.sleep(max(0.0, SAMPLE_SECONDS - (time.monotonic() - started - at)))
+        heap_verdict(samples, minutes)
+        if snaps:
+            print_snapshot_diff(snaps[0], heap_snapshot(driver))
     finally:
         stopped.set()
         if driver is not None:
@@ -166,6 +344,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="requests per server measurement")
     parser.add_argument("--minutes", type=float, default=1.0, help="browser memory run length (0 = skip)")
     parser.add_argument("--dsn", help="use this database as is (default: a temp embedded one with synthetic bars)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for the shared-cache measurement "
+                        "(0 = skip)")
+    parser.add_argument("--identical", type=int, default=10, help="identical concurrent requests sent to them")
+    parser.add_argument("--snapshots", action="store_true",
+                        help="also take V8 heap snapshots at minute 1 and at the end; print the kinds that grew")
     args = parser.parse_args()
 
     from test_exports import SYMBOLS, SyntheticMarket
@@ -185,12 +368,16 @@ def main() -> None:
     os.environ.setdefault("SYMBOLS", ",".join(SYMBOLS))
     import app as dashboard
 
-    dashboard.source.configure(replace(dashboard.settings, database_url=dsn, symbols=SYMBOLS))
+    dashboard.source.configure(replace(dashboard.settings, database_url=dsn, symbols=SYMBOLS,
+                                       cache_dir=Path(tempfile.mkdtemp(prefix="bench_cache_"))))
     try:
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         bench_server(dashboard, args.runs)
+        bench_cache(dashboard, args.runs)
+        if args.workers > 0:
+            bench_workers(dsn, args.workers, args.identical)
         if args.minutes > 0 and market is not None:
-            bench_browser(dsn, market, args.minutes)
+            bench_browser(dsn, market, args.minutes, args.snapshots)
     finally:
         if server is not None:
             server.cleanup()
