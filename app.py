@@ -125,16 +125,11 @@ class SharedViewCache:
             return None
 
     def set_latest(self, pointer: str, key: str, expire: float) -> None:
-        """Remember `key` as the newest entry of a view (for `get_latest`)."""
+        """Remember `key` as the newest entry of a view (read back with `get(pointer)`)."""
         try:
             self._disk().set(pointer, key, expire=expire, retry=True)
         except Exception as error:  # noqa: BLE001
             log.warning("shared analytics cache not written (%s: %s)", type(error).__name__, error)
-
-    def get_latest(self, pointer: str) -> Any:
-        """The newest entry stored under a `set_latest` pointer, or None."""
-        key = self.get(pointer)
-        return self.get(key) if isinstance(key, str) else None
 
     def compute_once(self, key: str, compute: Callable[[], Any], expire: float) -> tuple[Any, bool]:
         """(value, computed here?): the first caller computes and stores; concurrent callers wait and reuse it."""
@@ -183,6 +178,7 @@ class DataSource:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, ViewData] = OrderedDict()
         self._latest: dict[tuple, ViewData] = {}  # view key -> newest result (the ticker needs no fresh one)
+        self._latest_keys: dict[tuple, str] = {}  # view key -> shared-cache key of that result
         self._key_locks: dict[tuple, threading.Lock] = {}
         self.shared = SharedViewCache(settings.cache_dir)
         self.stats = {"computed": 0, "memory_hits": 0, "shared_hits": 0}  # this process's view_data outcomes
@@ -195,6 +191,7 @@ class DataSource:
             self.settings, self._pool, self._pool_pid = settings, None, None
             self._cache.clear()
             self._latest.clear()
+            self._latest_keys.clear()
             self._key_locks.clear()
             self.shared.close()
             self.shared = SharedViewCache(settings.cache_dir)
@@ -297,6 +294,7 @@ class DataSource:
                 with self._lock:
                     self._cache[key] = hit
                     self._latest[view.key()] = hit
+                    self._latest_keys[view.key()] = self._shared_key(key)
                     while len(self._cache) > CACHE_ENTRIES:
                         old_key, _ = self._cache.popitem(last=False)
                         self._key_locks.pop(old_key, None)
@@ -331,17 +329,22 @@ class DataSource:
         return data
 
     def latest_view_data(self, view: View) -> ViewData | None:
-        """The newest cached result for a view, without computing (for the 1 s ticker): this process's, else
-        the newest any process stored (a tick may reach a worker that never computed this view)."""
+        """The newest cached result for a view, without computing (for the 1 s ticker). This process's while it
+        is younger than one bar; after that (or when this worker never had one: a tick may reach any worker) the
+        newest result any process stored, read from the shared cache only when it is a different entry."""
         with self._lock:
-            data = self._latest.get(view.key())
-        if data is not None:
+            data, known = self._latest.get(view.key()), self._latest_keys.get(view.key())
+        if data is not None and time.time() - data.computed_at < view.bar_seconds:
             return data
-        data = self.shared.get_latest(self._shared_key((view.key(),)))
-        if data is not None:
-            with self._lock:
-                self._latest.setdefault(view.key(), data)
-        return data
+        newest_key = self.shared.get(self._shared_key((view.key(),)))
+        if not isinstance(newest_key, str) or newest_key == known:
+            return data
+        newest = self.shared.get(newest_key)
+        if newest is None:
+            return data
+        with self._lock:
+            self._latest[view.key()], self._latest_keys[view.key()] = newest, newest_key
+        return newest
 
     def _compute(self, view: View, anchor: datetime | None) -> ViewData:
         started = time.perf_counter()

@@ -98,7 +98,15 @@ def test_a_second_process_reads_the_first_ones_result(dashboard, tmp_path) -> No
     assert second.view_data(view) is shared and second.stats["memory_hits"] == 1  # then this process's copy
     assert second.latest_view_data(view) is shared
     third = dashboard.DataSource(replace(dashboard.source.settings, cache_dir=tmp_path))
-    assert third.latest_view_data(view).pair.series.equals(computed.pair.series)  # the ticker of another worker
+    ticker = third.latest_view_data(view)  # the 1 s ticker on a worker that never computed this view
+    assert ticker.pair.series.equals(computed.pair.series)
+    assert third.latest_view_data(view) is ticker  # younger than one bar: no disk read
+    newer = replace(computed, compute_ms=-1.0)  # another worker stores a newer bar's result
+    first.shared._disk().set("view:newer", newer, expire=60)
+    first.shared.set_latest(first._shared_key((view.key(),)), "view:newer", expire=60)
+    assert third.latest_view_data(view) is ticker  # still younger than one bar
+    ticker.computed_at -= view.bar_seconds
+    assert third.latest_view_data(view).compute_ms == -1.0  # older than a bar: the newest stored result
 
 
 def test_a_waiting_process_reuses_the_lock_holders_result(dashboard, tmp_path) -> None:
