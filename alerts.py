@@ -54,16 +54,14 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import select
 import signal
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlparse
@@ -76,8 +74,7 @@ import psycopg2
 import analytics
 import database
 from database import TIMEFRAME_SECONDS
-from settings import SYMBOL_PATTERN, SettingsError, _positive_float, _positive_int, configure_logging, \
-    load_settings_or_exit
+from settings import SYMBOL_PATTERN, Settings, configure_logging, load_settings_or_exit
 
 log = logging.getLogger("alerts")
 
@@ -133,12 +130,8 @@ LOCK_RETRY_SECONDS = 1.0
 RECONNECT_SECONDS = 2.0
 
 # webhooks
-WEBHOOK_SECRET_ENV = "ALERT_WEBHOOK_SECRET"
-WEBHOOK_TIMEOUT_ENV = "ALERT_WEBHOOK_TIMEOUT_SECONDS"
-WEBHOOK_ATTEMPTS_ENV = "ALERT_WEBHOOK_ATTEMPTS"
-WEBHOOK_SECRET_MIN_CHARS = 16
-DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0
-DEFAULT_WEBHOOK_ATTEMPTS = 4
+DEFAULT_WEBHOOK_TIMEOUT_SECONDS = Settings.alert_webhook_timeout_seconds
+DEFAULT_WEBHOOK_ATTEMPTS = Settings.alert_webhook_attempts
 WEBHOOK_BACKOFF_BASE_SECONDS = 1.0  # wait base * 2^(attempt-1) between attempts
 WEBHOOK_BACKOFF_CAP_SECONDS = 30.0
 WEBHOOK_WORKERS = 4
@@ -895,7 +888,7 @@ class WebhookSender:
         self._stop.clear()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="alert-webhook")
         if not self.secret:
-            log.warning("%s is not set: webhooks are sent unsigned", WEBHOOK_SECRET_ENV)
+            log.warning("ALERT_WEBHOOK_SECRET is not set: webhooks are sent unsigned")
         try:
             conn = database.connect_sync(self.dsn)
             try:
@@ -967,44 +960,15 @@ class WebhookSender:
 # ---------------------------------------------------------------------------------------------------
 # Process
 # ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AlertConfig:
-    """The alert settings read from the environment (after `.env` is loaded)."""
-
-    webhook_secret: str | None = None
-    webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
-    webhook_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
-
-
-def load_alert_config(environ: Mapping[str, str]) -> AlertConfig:
-    """Parse ALERT_WEBHOOK_SECRET, ALERT_WEBHOOK_TIMEOUT_SECONDS, ALERT_WEBHOOK_ATTEMPTS (raises SettingsError)."""
-    config = AlertConfig()
-    secret = environ.get(WEBHOOK_SECRET_ENV, "").strip()
-    if secret:
-        if len(secret) < WEBHOOK_SECRET_MIN_CHARS:
-            raise SettingsError(f"{WEBHOOK_SECRET_ENV}=***: must be at least {WEBHOOK_SECRET_MIN_CHARS} characters")
-        config = replace(config, webhook_secret=secret)
-    if environ.get(WEBHOOK_TIMEOUT_ENV, "").strip():
-        config = replace(config, webhook_timeout_seconds=_positive_float(WEBHOOK_TIMEOUT_ENV,
-                                                                         environ[WEBHOOK_TIMEOUT_ENV]))
-    if environ.get(WEBHOOK_ATTEMPTS_ENV, "").strip():
-        config = replace(config, webhook_attempts=_positive_int(WEBHOOK_ATTEMPTS_ENV, environ[WEBHOOK_ATTEMPTS_ENV]))
-    return config
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluator until SIGTERM/SIGINT."""
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
-    settings = load_settings_or_exit()  # also loads .env into os.environ
-    try:
-        config = load_alert_config(os.environ)
-    except SettingsError as error:
-        print(f"bad setting: {error}", file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit()
     configure_logging(settings.log_level)
     dsn = database.ensure_database(settings)
     database.apply_migrations(dsn)
-    webhooks = WebhookSender(dsn, config.webhook_secret, config.webhook_timeout_seconds, config.webhook_attempts)
+    webhooks = WebhookSender(dsn, settings.alert_webhook_secret, settings.alert_webhook_timeout_seconds,
+                             settings.alert_webhook_attempts)
     evaluator = Evaluator(dsn, webhooks)
 
     def request_stop(signum: int, _frame) -> None:

@@ -42,6 +42,9 @@ class Settings:
     dash_user: str | None = None          # HTTP Basic auth of the dashboard: both set, or neither
     dash_password: str | None = field(default=None, repr=False)  # never printed with the settings
     cache_dir: Path = PROJECT_DIR / "data" / "cache"  # dashboard analytics cache, shared by its worker processes
+    alert_webhook_secret: str | None = field(default=None, repr=False)  # HMAC key of alert webhooks; unset: unsigned
+    alert_webhook_timeout_seconds: float = 5.0
+    alert_webhook_attempts: int = 4
     backfill_max: int = 100_000
     max_buffer_rows: int = 2_000_000
     stream_silence_seconds: float = 30.0
@@ -113,6 +116,16 @@ def _database_url(name: str, raw: str) -> str | None:
     return _url(name, raw, ("postgresql", "postgres"))
 
 
+WEBHOOK_SECRET_MIN_CHARS = 16
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    secret = raw.strip()
+    if len(secret) < WEBHOOK_SECRET_MIN_CHARS:
+        raise SettingsError(f"{name}=***: must be at least {WEBHOOK_SECRET_MIN_CHARS} characters")  # never echoed
+    return secret
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -140,6 +153,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DASH_USER": ("dash_user", lambda n, r: r),
     "DASH_PASSWORD": ("dash_password", lambda n, r: r),
     "CACHE_DIR": ("cache_dir", lambda n, r: (PROJECT_DIR / r.strip()).resolve()),
+    "ALERT_WEBHOOK_SECRET": ("alert_webhook_secret", _webhook_secret),
+    "ALERT_WEBHOOK_TIMEOUT_SECONDS": ("alert_webhook_timeout_seconds", _positive_float),
+    "ALERT_WEBHOOK_ATTEMPTS": ("alert_webhook_attempts", _positive_int),
     "BACKFILL_MAX": ("backfill_max", _positive_int),
     "MAX_BUFFER_ROWS": ("max_buffer_rows", _positive_int),
     "STREAM_SILENCE_SECONDS": ("stream_silence_seconds", _positive_float),

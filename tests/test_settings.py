@@ -30,11 +30,20 @@ def test_values_are_parsed():
     ("BATCH_ROWS", "0"), ("BATCH_ROWS", "ten"), ("BATCH_SECONDS", "-1"), ("BATCH_SECONDS", "nan"),
     ("DASH_PORT", "70000"), ("SYMBOLS", "btc-usdt"), ("SYMBOLS", ","), ("BINANCE_WS_URL", "http://x"),
     ("BINANCE_REST_URL", "ftp://x"), ("DATABASE_URL", "mysql://x"), ("LOG_LEVEL", "loud"),
-    ("DASH_HOST", "0.0.0.0; rm -rf /"),
+    ("DASH_HOST", "0.0.0.0; rm -rf /"), ("ALERT_WEBHOOK_SECRET", "short"), ("ALERT_WEBHOOK_ATTEMPTS", "0"),
+    ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "inf"),
 ])
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
+
+
+def test_webhook_secret_is_never_shown():
+    settings = load_settings({"ALERT_WEBHOOK_SECRET": "0123456789abcdef-secret"})
+    assert settings.alert_webhook_secret == "0123456789abcdef-secret" and "secret" not in repr(settings)
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"ALERT_WEBHOOK_SECRET": "tooshort"})
+    assert "tooshort" not in str(refused.value)
 
 
 @pytest.mark.parametrize("program", ["main.py", "run_all.py"])
