@@ -134,13 +134,19 @@ def test_one_setting_without_the_other_exits_2(given: str, tmp_path) -> None:
 # ---------------------------------------------------------------------------------------------------
 # In process: the hook on app.server (Flask test client)
 # ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dashboard():
-    """The app module (imported once per session; its BASIC_AUTH is switched by the tests)."""
+@pytest.fixture
+def dashboard(dsn):
+    """The app module pointed at a fresh test database (restored afterwards); its BASIC_AUTH is switched by the
+    tests. Without the database a page load would start an embedded server in the project's ./data/pg."""
+    from dataclasses import replace
+
     os.environ.setdefault("SYMBOLS", ",".join(SYMBOLS))
     import app as dashboard_app
 
-    return dashboard_app
+    original = dashboard_app.source.settings
+    dashboard_app.source.configure(replace(original, database_url=dsn))
+    yield dashboard_app
+    dashboard_app.source.configure(original)
 
 
 def test_no_auth_when_unset(dashboard, monkeypatch) -> None:
