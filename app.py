@@ -134,6 +134,9 @@ class SharedViewCache:
     def compute_once(self, key: str, compute: Callable[[], Any], expire: float) -> tuple[Any, bool]:
         """(value, computed here?): the first caller computes and stores; concurrent callers wait and reuse it."""
         lock_key, token = f"lock:{key}", f"{os.getpid()}:{uuid.uuid4().hex}"
+        # compute() stays outside this try: its own errors must reach the caller once, not be taken for a
+        # cache failure and computed a second time.
+        holder_stuck = False
         try:
             disk = self._disk()
             deadline = time.monotonic() + COMPUTE_LOCK_SECONDS
@@ -141,11 +144,14 @@ class SharedViewCache:
                 value = disk.get(key, retry=True)
                 if value is not None:
                     return value, False
-                if time.monotonic() > deadline:  # the holder is stuck: do not wait for ever
-                    return compute(), True
+                if time.monotonic() > deadline:
+                    holder_stuck = True
+                    break
                 time.sleep(COMPUTE_POLL_SECONDS)
         except Exception as error:  # noqa: BLE001
             log.warning("shared analytics cache unavailable (%s: %s); computing here", type(error).__name__, error)
+            return compute(), True
+        if holder_stuck:  # do not wait for ever
             return compute(), True
         try:
             value = self.get(key)  # stored by the previous holder while we were acquiring

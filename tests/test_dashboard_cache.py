@@ -145,3 +145,20 @@ def test_an_unreadable_entry_or_a_broken_cache_is_a_miss(dashboard, tmp_path, mo
     monkeypatch.setattr(cache._disk(), "get", broken)
     assert cache.get("k2") is None
     assert cache.compute_once("k2", lambda: "computed anyway", 60) == ("computed anyway", True)
+
+
+def test_a_stuck_holders_waiter_computes_once_and_its_error_is_not_retried(dashboard, tmp_path, monkeypatch) -> None:
+    """Past the lock's deadline the waiter computes itself; an error of that computation reaches the caller
+    after one call (it is not mistaken for a cache failure and computed again)."""
+    cache = dashboard.SharedViewCache(tmp_path)
+    cache._disk().add("lock:k", "another process", expire=60)  # a holder that never finishes
+    monkeypatch.setattr(dashboard, "COMPUTE_LOCK_SECONDS", 0.05)
+    calls = []
+
+    def failing() -> str:
+        calls.append(1)
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError, match="database down"):
+        cache.compute_once("k", failing, 60)
+    assert calls == [1]
